@@ -1,0 +1,195 @@
+"""`pricing`: the one command line of the project."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Reinforcement-learning dynamic pricing: simulate, train, evaluate.",
+)
+console = Console(stderr=True)
+
+WorldOpt = Annotated[
+    Path | None,
+    typer.Option("--world", help="world file (JSON); default: the bundled default world"),
+]
+
+
+def _fail(message: str, code: int = 1) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _world(path: Path | None) -> Any:
+    from sim.world import WorldError, load_world
+
+    try:
+        return load_world(path)
+    except WorldError as err:
+        _fail(str(err))
+
+
+@app.command()
+def world(
+    default: Annotated[bool, typer.Option("--default", help="print the default world")] = False,
+    path: WorldOpt = None,
+) -> None:
+    """Print a world as JSON: the default one, or a file after validating it."""
+    if not default and path is None:
+        _fail("pass --default, or --world FILE to validate and print a world file")
+    w = _world(None if default else path)
+    sys.stdout.write(w.to_json() + "\n")
+
+
+@app.command()
+def history(
+    world_path: WorldOpt = None,
+    days: Annotated[int, typer.Option(min=1, max=3650, help="days of logs")] = 14,
+    skus: Annotated[
+        int | None, typer.Option(min=1, help="SKUs; more than the world has adds jittered copies")
+    ] = None,
+    lake: Annotated[Path, typer.Option(help="lake root directory")] = Path("data/lake"),
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    start: Annotated[
+        str, typer.Option(help="first day, YYYY-MM-DD")
+    ] = "2026-01-05",
+    epsilon: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="exploration of the logging rule policy")
+    ] = 0.1,
+) -> None:
+    """Write synthetic decisions and transactions feeds, one Parquet partition a day."""
+    from rich.progress import Progress
+
+    from pipeline.lake import write_partition
+    from sim.history import generate_history
+
+    w = _world(world_path)
+    try:
+        first = dt.date.fromisoformat(start)
+    except ValueError:
+        _fail(f"--start must be a date YYYY-MM-DD (got {start!r})")
+    if skus is not None:
+        w = w.expand(skus, seed)
+    rows = 0
+    purchases = 0
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("simulating days", total=days)
+        for day in generate_history(w, days, seed, first, epsilon=epsilon):
+            write_partition(lake, "raw", "decisions", day.date, day.decisions)
+            write_partition(lake, "raw", "transactions", day.date, day.transactions)
+            rows += len(day.decisions)
+            purchases += len(day.transactions)
+            bar.advance(task)
+    console.print(
+        f"wrote {days} days x {len(w.skus)} SKUs: {rows:,} decisions, {purchases:,} transactions "
+        f"under {lake}/raw/"
+    )
+
+
+def _print_report(report: dict[str, Any], title: str) -> None:
+    table = Table(title=title)
+    for col in ("policy", "mean profit", "95% CI", "% of optimal", "units", "changes/ep"):
+        table.add_column(col, justify="right" if col != "policy" else "left")
+    rows = sorted(report["policies"].items(), key=lambda kv: -kv[1]["mean_profit"])
+    for name, r in rows:
+        pct = r["pct_of_optimal"]
+        table.add_row(
+            name,
+            f"{r['mean_profit']:,.1f}",
+            f"[{r['ci95'][0]:,.0f}, {r['ci95'][1]:,.0f}]",
+            "—" if pct is None else f"{pct:.1f}",
+            f"{r['mean_units']:.1f}",
+            f"{r['price_changes_per_episode']:.1f}",
+        )
+    Console().print(table)
+
+
+@app.command()
+def evaluate(
+    world_path: WorldOpt = None,
+    policies: Annotated[
+        str,
+        typer.Option(help="comma-separated: dp,rule,static,myopic,bandit,random and model paths"),
+    ] = "dp,rule,static,myopic,bandit,random",
+    episodes: Annotated[int, typer.Option(min=1, help="episodes per policy (same seeds)")] = 300,
+    seed: Annotated[int, typer.Option(help="seed shared by every policy")] = 0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the report here")] = None,
+) -> None:
+    """Evaluate policies on common random numbers; print a table, optionally write JSON."""
+    from pipeline.evaluation import evaluate_policies
+
+    w = _world(world_path)
+    names = [n.strip() for n in policies.split(",") if n.strip()]
+    if not names:
+        _fail("--policies is empty; e.g. --policies dp,rule,static")
+    start = time.perf_counter()
+    try:
+        report = evaluate_policies(w, names, episodes, seed, log=console.print)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        _fail(str(err))
+    _print_report(report, f"{w.name}: {episodes} episodes, seed {seed}")
+    console.print(f"evaluated in {time.perf_counter() - start:.1f}s")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2))
+        console.print(f"report written to {json_out}")
+
+
+@app.command()
+def train(
+    world_path: WorldOpt = None,
+    algo: Annotated[str, typer.Option(help="ppo or dqn")] = "ppo",
+    timesteps: Annotated[int, typer.Option(min=1, help="SKU-steps of experience")] = 1_000_000,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    n_envs: Annotated[int, typer.Option(min=1, help="SKU-episodes stepped together")] = 64,
+    out: Annotated[Path, typer.Option(help="model file (.zip); a .sha256 is written beside")] = Path(
+        "data/models/agent.zip"
+    ),
+) -> None:
+    """Train an agent in the vectorised market and save it with its SHA-256."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from pipeline.models import save_agent
+    from pipeline.train import TrainConfig, train_agent
+
+    w = _world(world_path)
+    try:
+        config = TrainConfig(algo=algo, timesteps=timesteps, seed=seed, n_envs=n_envs)
+    except ValueError as err:
+        _fail(str(err))
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,}/{task.total:,} steps"),
+        TextColumn("{task.fields[profit]}"),
+        TimeRemainingColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task(f"training {algo}", total=timesteps, profit="")
+
+        def progress(done: int, total: int, profit: float | None) -> None:
+            shown = "" if profit is None else f"profit/episode {profit:,.0f}"
+            bar.update(task, completed=min(done, total), profit=shown)
+
+        model = train_agent(w, config, progress)
+    digest = save_agent(model, out)
+    console.print(f"saved {out} (sha256 {digest[:12]}…)")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

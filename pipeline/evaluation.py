@@ -1,0 +1,64 @@
+"""`pricing evaluate`: baselines and trained agents on the same seeds, against the DP optimum."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sim.evaluate import Rollouts, dp_values, rollout, summarize
+from sim.policies import POLICY_NAMES, Policy, make_baselines
+from sim.world import World
+
+# Above this many DP states (summed over SKUs) the exact optimum is skipped: pct_of_optimal is null.
+DP_MAX_STATES = 50_000_000
+
+
+def _dp_tractable(world: World) -> bool:
+    p = world.compile()
+    return int((p.capacity + 1).sum()) * p.T * p.L * p.C <= DP_MAX_STATES
+
+
+def resolve_policies(world: World, names: Sequence[str]) -> dict[str, tuple[Policy, bool]]:
+    """Map each name to (policy, greedy). Baseline names build baselines; anything else is a path
+    to a saved agent (its SHA-256 is checked before loading)."""
+    from pipeline.models import AgentPolicy, load_agent
+
+    params = world.compile()
+    base_names = [n for n in names if n in POLICY_NAMES]
+    baselines = make_baselines(params, base_names)
+    out: dict[str, tuple[Policy, bool]] = {}
+    for name in names:
+        if name in baselines:
+            out[name] = (baselines[name], False)
+            continue
+        path = Path(name)
+        if not path.exists():
+            raise ValueError(
+                f"unknown policy {name!r}: not one of {', '.join(POLICY_NAMES)} and no such model "
+                "file (train one with `pricing train`)"
+            )
+        label = path.stem if path.stem not in out else str(path)
+        out[label] = (AgentPolicy(load_agent(path), label), True)
+    return out
+
+
+def evaluate_policies(
+    world: World,
+    names: Sequence[str],
+    episodes: int,
+    seed: int,
+    log: Callable[[str], Any] | None = None,
+) -> dict[str, Any]:
+    """Run every policy on the same ``episodes`` seeds; returns the JSON-ready report."""
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1 (got {episodes})")
+    params = world.compile()
+    resolved = resolve_policies(world, names)
+    results: dict[str, Rollouts] = {}
+    for name, (policy, greedy) in resolved.items():
+        if log:
+            log(f"evaluating {name} on {episodes} episodes")
+        results[name] = rollout(params, policy, episodes, seed, greedy=greedy)
+    optimum = dp_values(params) if _dp_tractable(world) else None
+    return summarize(params, results, episodes, seed, optimum)

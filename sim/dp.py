@@ -1,0 +1,201 @@
+"""The exact optimum: backward induction over (step, inventory, price level, competitor state).
+
+Why this state is Markov: visitors, carts and abandons depend only on the step (seasonality and
+segment mix are functions of time), the price level before and after the move, and the competitor's
+state; restocks are scheduled; the clearance bonus depends on the final inventory. The observation's
+extra features (velocities, recent views and carts) are summaries of the past that do not change the
+dynamics, so no policy that sees them can beat this optimum. The default world is DP-tractable as it
+stands: nothing in it is left out of the solver.
+
+Demand in a step is Poisson: carts are a Poisson thinning of Poisson visitors, and carts that are not
+abandoned are a thinning of those, so units sold are ``min(Poisson(mean), inventory)`` with
+``mean = cart_rate(t, new level, competitor) x (1 − abandon(old level, new level))``.
+
+The cost per SKU is O(T x C x L x I^2) for I inventory levels, done as one batched matrix product per
+step: about a second for the default world's SKUs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from sim.world import MarketParams
+
+
+@dataclass(frozen=True)
+class SkuSolution:
+    """Optimal values and policy of one SKU. Arrays are indexed [t, inventory, level, competitor]."""
+
+    sku: int
+    value: np.ndarray  # (T + 1, I, L, C) optimal expected profit-to-go
+    policy: np.ndarray  # (T, I, L, C) int8 optimal action
+    myopic: np.ndarray  # (T, I, L, C) int8 action maximising the expected reward of this step only
+    value0: float  # expected profit from the initial state
+
+
+def _pair_groups(params: MarketParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For every (old level, action): the new level. Also, per new level, the padded list of the
+    (old level, action) pairs that land on it, so one batched matmul serves them all."""
+    L, A = params.L, params.A
+    new = np.clip(np.arange(L)[:, None] + params.moves[None, :], 0, L - 1)  # (L, A)
+    members: list[list[int]] = [[] for _ in range(L)]
+    for lo in range(L):
+        for a in range(A):
+            members[new[lo, a]].append(lo * A + a)
+    m = max(len(x) for x in members)
+    group = np.full((L, m), -1, dtype=np.int64)
+    for ln, xs in enumerate(members):
+        group[ln, : len(xs)] = xs
+    return new, group, group >= 0
+
+
+def solve_sku(params: MarketParams, k: int) -> SkuSolution:
+    """Backward induction for SKU ``k``: the optimal policy, its value, and the myopic policy."""
+    p = params
+    T, L, A, C = p.T, p.L, p.A, p.C
+    cap = int(p.capacity[k])
+    I = cap + 1
+    new, group, valid = _pair_groups(p)
+    m = group.shape[1]
+    gsafe = np.where(valid, group, 0)
+    inv = np.arange(I)
+    # idx[i, d] = max(i - d, 0): inventory left after demand d from i units
+    left = np.maximum(inv[:, None] - inv[None, :], 0)
+    price = p.ref_price[k] * p.ratios  # (L,)
+    unit_margin = price - p.unit_cost[k]
+    change = (new != np.arange(L)[:, None]).astype(float)  # (L, A)
+    ab = p.abandon[np.arange(L)[:, None], new]  # (L, A)
+    d = np.arange(I)
+
+    V = np.zeros((T + 1, I, L, C))
+    final_ok = (inv <= p.clear_max_left[k]) if p.clear_max_left[k] >= 0 else np.zeros(I, bool)
+    V[T] = (p.clear_bonus[k] * final_ok)[:, None, None]
+    policy = np.zeros((T, I, L, C), dtype=np.int8)
+    myopic = np.zeros((T, I, L, C), dtype=np.int8)
+
+    for t in range(T - 1, -1, -1):
+        carts = p.cart_rate[k, t]  # (L, C) by new level
+        mean = carts[new] * (1.0 - ab)[:, :, None]  # (L, A, C)
+        pmf = stats.poisson.pmf(d[None, None, None, :], mean[..., None])  # (L, A, C, I)
+        sf = stats.poisson.sf(d[None, None, None, :], mean[..., None])  # P(D > d)
+        pmf[..., I - 1] = sf[..., I - 2] if I > 1 else 1.0  # fold the tail: P(D >= I - 1)
+        # expected units sold with i units on hand: sum_{j < i} P(D > j)
+        exp_sold = np.concatenate([np.zeros((L, A, C, 1)), np.cumsum(sf, axis=-1)[..., :-1]], -1)
+        exp_abandons = (carts[new] * ab[:, :, None])[..., None] * (inv > 0)  # (L, A, C, I)
+        reward = (
+            p.margin_weight * exp_sold * unit_margin[new][:, :, None, None]
+            - p.abandon_cost * exp_abandons
+            - p.change_cost[k] * change[:, :, None, None]
+        )  # (L, A, C, I)
+
+        # continuation: after sales the restock of step t+1, then the competitor moves
+        nxt = V[t + 1]  # (I, L, C')
+        if t + 1 < T and p.restock[k, t + 1]:
+            nxt = nxt[np.minimum(inv + p.restock[k, t + 1], cap)]
+        W = np.einsum("ilx,cx->cli", nxt, p.comp_P)  # (C, L_new, I)
+        MW = W[:, :, left]  # (C, L_new, I_now, D)
+        # pmf regrouped by new level: (C, L_new, D, m)
+        flat = pmf.reshape(L * A, C, I)
+        P_g = flat[gsafe].transpose(2, 0, 3, 1) * valid[None, :, None, :]
+        EV_g = np.matmul(MW, P_g)  # (C, L_new, I, m)
+        EV = np.zeros((L * A, C, I))
+        ln_idx, slot = np.nonzero(valid)
+        EV[group[ln_idx, slot]] = EV_g[:, ln_idx, :, slot]
+        Q = reward + EV.reshape(L, A, C, I)  # (L, A, C, I)
+        best = Q.argmax(axis=1)  # (L, C, I)
+        V[t] = np.take_along_axis(Q, best[:, None], axis=1)[:, 0].transpose(2, 0, 1)
+        policy[t] = best.transpose(2, 0, 1)
+        myopic[t] = reward.argmax(axis=1).transpose(2, 0, 1)
+
+    i0 = int(p.initial_inventory[k])
+    return SkuSolution(
+        sku=k,
+        value=V,
+        policy=policy,
+        myopic=myopic,
+        value0=float(V[0, i0, p.initial_level, p.comp_initial]),
+    )
+
+
+_SOLUTIONS: dict[str, list[SkuSolution]] = {}
+
+
+def solve_world(params: MarketParams) -> list[SkuSolution]:
+    """`solve_sku` for every SKU, cached per world fingerprint for the life of the process."""
+    key = params.world.fingerprint()
+    if key not in _SOLUTIONS:
+        _SOLUTIONS.clear()  # keep one world's tables in memory at a time
+        _SOLUTIONS[key] = [solve_sku(params, k) for k in range(params.K)]
+    return _SOLUTIONS[key]
+
+
+def evaluate_price_path(params: MarketParams, k: int, levels: np.ndarray) -> float:
+    """Exact expected profit of a fixed, state-independent path of price levels (one per step).
+
+    The start level is the world's initial level, so the first move of the path counts as a change.
+    """
+    p = params
+    T, L, C = p.T, p.L, p.C
+    cap = int(p.capacity[k])
+    I = cap + 1
+    inv = np.arange(I)
+    left = np.maximum(inv[:, None] - inv[None, :], 0)
+    levels = np.asarray(levels, dtype=np.int64)
+    if levels.shape != (T,) or levels.min() < 0 or levels.max() >= L:
+        raise ValueError(f"levels must be {T} ladder indices in 0..{L - 1}")
+    prev = np.concatenate([[p.initial_level], levels[:-1]])
+    d = np.arange(I)
+    V = np.zeros((I, C))
+    if p.clear_max_left[k] >= 0:
+        V += (p.clear_bonus[k] * (inv <= p.clear_max_left[k]))[:, None]
+    for t in range(T - 1, -1, -1):
+        lo, ln = prev[t], levels[t]
+        ab = p.abandon[lo, ln]
+        carts = p.cart_rate[k, t, ln]  # (C,)
+        mean = carts * (1.0 - ab)
+        pmf = stats.poisson.pmf(d[None, :], mean[:, None])  # (C, I)
+        sf = stats.poisson.sf(d[None, :], mean[:, None])
+        pmf[:, I - 1] = sf[:, I - 2] if I > 1 else 1.0
+        exp_sold = np.concatenate([np.zeros((C, 1)), np.cumsum(sf, axis=1)[:, :-1]], axis=1)
+        unit_margin = p.ref_price[k] * p.ratios[ln] - p.unit_cost[k]
+        reward = (
+            p.margin_weight * exp_sold * unit_margin
+            - p.abandon_cost * (carts * ab)[:, None] * (inv > 0)[None, :]
+            - p.change_cost[k] * float(lo != ln)
+        )
+        nxt = V
+        if t + 1 < T and p.restock[k, t + 1]:
+            nxt = V[np.minimum(inv + p.restock[k, t + 1], cap)]
+        W = nxt @ p.comp_P.T  # (I, C): expectation over the competitor's next state, per current
+        EV = np.einsum("cd,cid->ci", pmf, W.T[:, left])
+        V = (reward + EV).T
+    return float(V[int(p.initial_inventory[k]), p.comp_initial])
+
+
+def static_path(params: MarketParams, target: int) -> np.ndarray:
+    """Price levels over time when moving as fast as the actions allow to ``target`` and holding."""
+    levels = np.empty(params.T, dtype=np.int64)
+    level = params.initial_level
+    for t in range(params.T):
+        level = int(np.clip(level + _move_toward(params, level, target), 0, params.L - 1))
+        levels[t] = level
+    return levels
+
+
+def _move_toward(params: MarketParams, level: int, target: int) -> int:
+    gap = target - level
+    moves = params.moves
+    # the move that gets closest without overshooting, preferring the smaller one on ties
+    best = min(moves, key=lambda mv: (abs(gap - mv), abs(mv)))
+    return int(best)
+
+
+def best_static_level(params: MarketParams, k: int) -> tuple[int, float]:
+    """The fixed price level (reached as fast as possible from the start) with the best expected
+    profit, found by exact evaluation of every level."""
+    values = [evaluate_price_path(params, k, static_path(params, lv)) for lv in range(params.L)]
+    best = int(np.argmax(values))
+    return best, float(values[best])
