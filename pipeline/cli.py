@@ -61,9 +61,7 @@ def history(
     ] = None,
     lake: Annotated[Path, typer.Option(help="lake root directory")] = Path("data/lake"),
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
-    start: Annotated[
-        str, typer.Option(help="first day, YYYY-MM-DD")
-    ] = "2026-01-05",
+    start: Annotated[str, typer.Option(help="first day, YYYY-MM-DD")] = "2026-01-05",
     epsilon: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="exploration of the logging rule policy")
     ] = 0.1,
@@ -153,9 +151,9 @@ def train(
     timesteps: Annotated[int, typer.Option(min=1, help="SKU-steps of experience")] = 1_000_000,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     n_envs: Annotated[int, typer.Option(min=1, help="SKU-episodes stepped together")] = 64,
-    out: Annotated[Path, typer.Option(help="model file (.zip); a .sha256 is written beside")] = Path(
-        "data/models/agent.zip"
-    ),
+    out: Annotated[
+        Path, typer.Option(help="model file (.zip); a .sha256 is written beside")
+    ] = Path("data/models/agent.zip"),
 ) -> None:
     """Train an agent in the vectorised market and save it with its SHA-256."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -185,6 +183,35 @@ def train(
         model = train_agent(w, config, progress)
     digest = save_agent(model, out)
     console.print(f"saved {out} (sha256 {digest[:12]}…)")
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[Path, typer.Option(help="where the lake, models and reports go")] = Path(
+        "data"
+    ),
+    days: Annotated[int, typer.Option(min=1, help="days of synthetic history")] = 14,
+    timesteps: Annotated[int, typer.Option(min=1, help="PPO training budget")] = 2_000_000,
+    episodes: Annotated[int, typer.Option(min=1, help="evaluation episodes per policy")] = 600,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+) -> None:
+    """Synthetic history, a PPO agent, and the comparison table against the optimum and baselines."""
+    lake = data_dir / "lake"
+    model = data_dir / "models" / "ppo-demo.zip"
+    console.rule("1/3 synthetic history (rule-based pricer with 10 % exploration)")
+    history(
+        world_path=None, days=days, skus=None, lake=lake, seed=seed, start="2026-01-05", epsilon=0.1
+    )
+    console.rule(f"2/3 training PPO for {timesteps:,} SKU-steps")
+    train(world_path=None, algo="ppo", timesteps=timesteps, seed=seed, n_envs=64, out=model)
+    console.rule("3/3 evaluation on common random numbers")
+    evaluate(
+        world_path=None,
+        policies=f"dp,{model},static,rule,bandit,myopic,random",
+        episodes=episodes,
+        seed=seed + 1000,
+        json_out=data_dir / "reports" / "demo.json",
+    )
 
 
 def main() -> None:  # pragma: no cover

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -46,7 +45,9 @@ class TrainConfig:
         if self.timesteps < 1:
             raise ValueError(f"timesteps must be >= 1 (got {self.timesteps})")
         if self.lr_schedule not in ("constant", "linear"):
-            raise ValueError(f"lr_schedule must be 'constant' or 'linear' (got {self.lr_schedule!r})")
+            raise ValueError(
+                f"lr_schedule must be 'constant' or 'linear' (got {self.lr_schedule!r})"
+            )
         if self.n_envs < 1:
             raise ValueError(f"n_envs must be >= 1 (got {self.n_envs})")
 
@@ -127,7 +128,5 @@ def train_agent(
             **config.extra,
         )
     callback = _Progress(config.timesteps, progress) if progress else None
-    start = time.perf_counter()
     model.learn(total_timesteps=config.timesteps, callback=callback)
-    model.train_seconds = time.perf_counter() - start  # type: ignore[attr-defined]
     return model

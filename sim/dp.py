@@ -57,55 +57,56 @@ def solve_sku(params: MarketParams, k: int) -> SkuSolution:
     p = params
     T, L, A, C = p.T, p.L, p.A, p.C
     cap = int(p.capacity[k])
-    I = cap + 1
+    n_inv = cap + 1
     new, group, valid = _pair_groups(p)
-    m = group.shape[1]
     gsafe = np.where(valid, group, 0)
-    inv = np.arange(I)
+    inv = np.arange(n_inv)
     # idx[i, d] = max(i - d, 0): inventory left after demand d from i units
     left = np.maximum(inv[:, None] - inv[None, :], 0)
     price = p.ref_price[k] * p.ratios  # (L,)
     unit_margin = price - p.unit_cost[k]
     change = (new != np.arange(L)[:, None]).astype(float)  # (L, A)
     ab = p.abandon[np.arange(L)[:, None], new]  # (L, A)
-    d = np.arange(I)
+    d = np.arange(n_inv)
 
-    V = np.zeros((T + 1, I, L, C))
-    final_ok = (inv <= p.clear_max_left[k]) if p.clear_max_left[k] >= 0 else np.zeros(I, bool)
+    V = np.zeros((T + 1, n_inv, L, C))
+    final_ok = (inv <= p.clear_max_left[k]) if p.clear_max_left[k] >= 0 else np.zeros(n_inv, bool)
     V[T] = (p.clear_bonus[k] * final_ok)[:, None, None]
-    policy = np.zeros((T, I, L, C), dtype=np.int8)
-    myopic = np.zeros((T, I, L, C), dtype=np.int8)
+    policy = np.zeros((T, n_inv, L, C), dtype=np.int8)
+    myopic = np.zeros((T, n_inv, L, C), dtype=np.int8)
 
     for t in range(T - 1, -1, -1):
         carts = p.cart_rate[k, t]  # (L, C) by new level
         mean = carts[new] * (1.0 - ab)[:, :, None]  # (L, A, C)
-        pmf = stats.poisson.pmf(d[None, None, None, :], mean[..., None])  # (L, A, C, I)
+        pmf = stats.poisson.pmf(d[None, None, None, :], mean[..., None])  # (L, A, C, n_inv)
         sf = stats.poisson.sf(d[None, None, None, :], mean[..., None])  # P(D > d)
-        pmf[..., I - 1] = sf[..., I - 2] if I > 1 else 1.0  # fold the tail: P(D >= I - 1)
+        pmf[..., n_inv - 1] = (
+            sf[..., n_inv - 2] if n_inv > 1 else 1.0
+        )  # fold the tail: P(D >= n_inv - 1)
         # expected units sold with i units on hand: sum_{j < i} P(D > j)
         exp_sold = np.concatenate([np.zeros((L, A, C, 1)), np.cumsum(sf, axis=-1)[..., :-1]], -1)
-        exp_abandons = (carts[new] * ab[:, :, None])[..., None] * (inv > 0)  # (L, A, C, I)
+        exp_abandons = (carts[new] * ab[:, :, None])[..., None] * (inv > 0)  # (L, A, C, n_inv)
         reward = (
             p.margin_weight * exp_sold * unit_margin[new][:, :, None, None]
             - p.abandon_cost * exp_abandons
             - p.change_cost[k] * change[:, :, None, None]
-        )  # (L, A, C, I)
+        )  # (L, A, C, n_inv)
 
         # continuation: after sales the restock of step t+1, then the competitor moves
-        nxt = V[t + 1]  # (I, L, C')
+        nxt = V[t + 1]  # (n_inv, L, C')
         if t + 1 < T and p.restock[k, t + 1]:
             nxt = nxt[np.minimum(inv + p.restock[k, t + 1], cap)]
-        W = np.einsum("ilx,cx->cli", nxt, p.comp_P)  # (C, L_new, I)
+        W = np.einsum("ilx,cx->cli", nxt, p.comp_P)  # (C, L_new, n_inv)
         MW = W[:, :, left]  # (C, L_new, I_now, D)
         # pmf regrouped by new level: (C, L_new, D, m)
-        flat = pmf.reshape(L * A, C, I)
+        flat = pmf.reshape(L * A, C, n_inv)
         P_g = flat[gsafe].transpose(2, 0, 3, 1) * valid[None, :, None, :]
-        EV_g = np.matmul(MW, P_g)  # (C, L_new, I, m)
-        EV = np.zeros((L * A, C, I))
+        EV_g = np.matmul(MW, P_g)  # (C, L_new, n_inv, m)
+        EV = np.zeros((L * A, C, n_inv))
         ln_idx, slot = np.nonzero(valid)
         EV[group[ln_idx, slot]] = EV_g[:, ln_idx, :, slot]
-        Q = reward + EV.reshape(L, A, C, I)  # (L, A, C, I)
-        best = Q.argmax(axis=1)  # (L, C, I)
+        Q = reward + EV.reshape(L, A, C, n_inv)  # (L, A, C, n_inv)
+        best = Q.argmax(axis=1)  # (L, C, n_inv)
         V[t] = np.take_along_axis(Q, best[:, None], axis=1)[:, 0].transpose(2, 0, 1)
         policy[t] = best.transpose(2, 0, 1)
         myopic[t] = reward.argmax(axis=1).transpose(2, 0, 1)
@@ -140,15 +141,15 @@ def evaluate_price_path(params: MarketParams, k: int, levels: np.ndarray) -> flo
     p = params
     T, L, C = p.T, p.L, p.C
     cap = int(p.capacity[k])
-    I = cap + 1
-    inv = np.arange(I)
+    n_inv = cap + 1
+    inv = np.arange(n_inv)
     left = np.maximum(inv[:, None] - inv[None, :], 0)
     levels = np.asarray(levels, dtype=np.int64)
     if levels.shape != (T,) or levels.min() < 0 or levels.max() >= L:
         raise ValueError(f"levels must be {T} ladder indices in 0..{L - 1}")
     prev = np.concatenate([[p.initial_level], levels[:-1]])
-    d = np.arange(I)
-    V = np.zeros((I, C))
+    d = np.arange(n_inv)
+    V = np.zeros((n_inv, C))
     if p.clear_max_left[k] >= 0:
         V += (p.clear_bonus[k] * (inv <= p.clear_max_left[k]))[:, None]
     for t in range(T - 1, -1, -1):
@@ -156,9 +157,9 @@ def evaluate_price_path(params: MarketParams, k: int, levels: np.ndarray) -> flo
         ab = p.abandon[lo, ln]
         carts = p.cart_rate[k, t, ln]  # (C,)
         mean = carts * (1.0 - ab)
-        pmf = stats.poisson.pmf(d[None, :], mean[:, None])  # (C, I)
+        pmf = stats.poisson.pmf(d[None, :], mean[:, None])  # (C, n_inv)
         sf = stats.poisson.sf(d[None, :], mean[:, None])
-        pmf[:, I - 1] = sf[:, I - 2] if I > 1 else 1.0
+        pmf[:, n_inv - 1] = sf[:, n_inv - 2] if n_inv > 1 else 1.0
         exp_sold = np.concatenate([np.zeros((C, 1)), np.cumsum(sf, axis=1)[:, :-1]], axis=1)
         unit_margin = p.ref_price[k] * p.ratios[ln] - p.unit_cost[k]
         reward = (
@@ -169,7 +170,9 @@ def evaluate_price_path(params: MarketParams, k: int, levels: np.ndarray) -> flo
         nxt = V
         if t + 1 < T and p.restock[k, t + 1]:
             nxt = V[np.minimum(inv + p.restock[k, t + 1], cap)]
-        W = nxt @ p.comp_P.T  # (I, C): expectation over the competitor's next state, per current
+        W = (
+            nxt @ p.comp_P.T
+        )  # (n_inv, C): expectation over the competitor's next state, per current
         EV = np.einsum("cd,cid->ci", pmf, W.T[:, left])
         V = (reward + EV).T
     return float(V[int(p.initial_inventory[k]), p.comp_initial])

@@ -73,7 +73,7 @@ class PricingEnv(gym.Env[np.ndarray, np.int64]):
     The info dict carries the true Markov state and the step's outcome in natural units.
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata = {"render_modes": []}  # noqa: RUF012  (gymnasium declares it an instance attribute)
 
     def __init__(self, world: World | None = None) -> None:
         self.world = world if world is not None else default_world()
@@ -104,7 +104,9 @@ class PricingEnv(gym.Env[np.ndarray, np.int64]):
         if self._exo is None or self._endo is None:
             raise RuntimeError("call reset() before step()")
         if not self.action_space.contains(action):
-            raise ValueError(f"action must be an integer in [0, {self.params.A - 1}] (got {action})")
+            raise ValueError(
+                f"action must be an integer in [0, {self.params.A - 1}] (got {action})"
+            )
         out = self.market.step(np.array([int(action)]), self._exo, self._endo)
         info = self._get_info()
         info.update(

@@ -113,8 +113,12 @@ def summarize(
     """
     skus = episode_skus(params, episodes)
     dp_mean = float(optimum[skus].mean()) if optimum is not None else None
-    report: dict[str, Any] = {"episodes": episodes, "seed": seed, "dp_expected_profit": dp_mean,
-                              "policies": {}}
+    report: dict[str, Any] = {
+        "episodes": episodes,
+        "seed": seed,
+        "dp_expected_profit": dp_mean,
+        "policies": {},
+    }
     for name, r in results.items():
         m, lo, hi = mean_ci95(r.profit)
         total = r.action_counts.sum()

@@ -68,9 +68,7 @@ def _episode_world(world: World, start: dt.datetime) -> World:
     return world.model_copy(update={"horizon": horizon})
 
 
-def _split_sold(
-    intents: np.ndarray, sold: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
+def _split_sold(intents: np.ndarray, sold: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Which segments' carts got the units when stock ran short (uniformly among the carts)."""
     out = intents.copy()
     short = np.flatnonzero(intents.sum(axis=1) > sold)
@@ -96,7 +94,7 @@ def _rows(
     viewed_only = out.views - out.carts
     # counts[i, s, o] for outcomes in OUTCOMES order
     counts = np.stack([viewed_only, stocked_out, bought, out.abandons], axis=2)
-    n, s, o = counts.shape
+    _, s, o = counts.shape
     flat = counts.reshape(-1)
     total = int(flat.sum())
     if total == 0:
@@ -179,8 +177,10 @@ def generate_history(
             day_rows.append(rows)
         if (g + 1) % steps_per_day == 0:
             day = (begin + dt.timedelta(hours=(g + 1 - steps_per_day) * step_hours)).date()
-            dec = pd.concat(day_rows, ignore_index=True) if day_rows else pd.DataFrame(
-                columns=list(DECISION_COLUMNS)
+            dec = (
+                pd.concat(day_rows, ignore_index=True)
+                if day_rows
+                else pd.DataFrame(columns=list(DECISION_COLUMNS))
             )
             dec = dec.sort_values(["ts", "sku"], kind="stable").reset_index(drop=True)
             ids = np.arange(counter, counter + len(dec))

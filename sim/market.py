@@ -55,7 +55,9 @@ def obs_bounds(params: MarketParams) -> tuple[np.ndarray, np.ndarray]:
     return np.array(low, dtype=np.float32), np.array(high, dtype=np.float32)
 
 
-def make_streams(seed_source: np.random.Generator) -> tuple[np.random.Generator, np.random.Generator]:
+def make_streams(
+    seed_source: np.random.Generator,
+) -> tuple[np.random.Generator, np.random.Generator]:
     """Derive the exogenous and endogenous streams from one generator (the env's ``np_random``)."""
     a, b = seed_source.integers(0, 2**63 - 1, size=2)
     return np.random.default_rng(int(a)), np.random.default_rng(int(b))

@@ -244,7 +244,9 @@ class BanditPolicy(Policy):
             1.0 / self.beta[decide][:, None, :],
             size=(m, self.n_samples, len(self.arms)),
         )
-        unit_margin = p.ref_price[k][:, None] * p.ratios[self.arms][None, :] - p.unit_cost[k][:, None]
+        unit_margin = (
+            p.ref_price[k][:, None] * p.ratios[self.arms][None, :] - p.unit_cost[k][:, None]
+        )
         best = self.arms[np.argmax(draws * unit_margin[:, None, :], axis=2)]  # (m, samples)
         self.target[decide] = best[:, 0]
         actions = self.moves[market.level[decide][:, None], best]  # (m, samples)

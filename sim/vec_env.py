@@ -79,7 +79,7 @@ class MarketVecEnv(VecEnv):
         self._returns[:] = 0.0
         return self.market.observe()
 
-    def seed(self, seed: int | None = None) -> Sequence[None | int]:  # type: ignore[override]
+    def seed(self, seed: int | None = None) -> Sequence[int | None]:
         self._seed = seed
         self._rng = None
         return [seed] * self.num_envs

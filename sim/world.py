@@ -43,8 +43,12 @@ class Horizon(_Frozen):
 
 class Pricing(_Frozen):
     price_min: float = Field(0.6, gt=0.0, le=1.0, description="lowest price, fraction of reference")
-    price_max: float = Field(1.5, ge=1.0, le=5.0, description="highest price, fraction of reference")
-    price_step: float = Field(0.05, gt=0.0, le=0.5, description="ladder step, fraction of reference")
+    price_max: float = Field(
+        1.5, ge=1.0, le=5.0, description="highest price, fraction of reference"
+    )
+    price_step: float = Field(
+        0.05, gt=0.0, le=0.5, description="ladder step, fraction of reference"
+    )
     initial_price: float = Field(1.0, gt=0.0, le=5.0, description="price at reset, fraction of ref")
     actions: tuple[float, ...] = Field(
         (-0.10, -0.05, 0.0, 0.05, 0.10),
@@ -206,7 +210,9 @@ class World(_Frozen):
     def _cross(self) -> World:
         total = sum(s.share for s in self.segments)
         if abs(total - 1.0) > 1e-6:
-            raise ValueError(f"segments[*].share must sum to 1 (got {total:.6f}); rescale the shares")
+            raise ValueError(
+                f"segments[*].share must sum to 1 (got {total:.6f}); rescale the shares"
+            )
         ids = [s.id for s in self.skus]
         if len(set(ids)) != len(ids):
             raise ValueError("skus[*].id must be unique")
@@ -292,7 +298,9 @@ def load_world(path: str | Path | None = None) -> World:
         return parse_world(json.loads(text), "default.json")
     p = Path(path)
     if not p.is_file():
-        raise WorldError(f"world file {p} not found; write one with `pricing world --default > {p}`")
+        raise WorldError(
+            f"world file {p} not found; write one with `pricing world --default > {p}`"
+        )
     try:
         data = json.loads(p.read_text())
     except json.JSONDecodeError as err:
@@ -470,4 +478,3 @@ class MarketParams:
 
 
 N_FIXED_OBS = 14
-

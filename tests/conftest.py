@@ -14,11 +14,28 @@ def tiny_world_dict() -> dict:
     w["name"] = "tiny"
     w["horizon"]["steps"] = 48
     w["skus"] = [
-        {"id": "scarce", "ref_price": 20.0, "unit_cost": 9.0, "arrival_rate": 6.0, "capacity": 25,
-         "initial_inventory": 25, "restock_every": 24, "restock_qty": 10, "clearance_target": 0.0},
-        {"id": "overstock", "ref_price": 50.0, "unit_cost": 30.0, "arrival_rate": 3.0,
-         "capacity": 40, "initial_inventory": 40, "restock_every": 0, "restock_qty": 0,
-         "clearance_target": 0.8},
+        {
+            "id": "scarce",
+            "ref_price": 20.0,
+            "unit_cost": 9.0,
+            "arrival_rate": 6.0,
+            "capacity": 25,
+            "initial_inventory": 25,
+            "restock_every": 24,
+            "restock_qty": 10,
+            "clearance_target": 0.0,
+        },
+        {
+            "id": "overstock",
+            "ref_price": 50.0,
+            "unit_cost": 30.0,
+            "arrival_rate": 3.0,
+            "capacity": 40,
+            "initial_inventory": 40,
+            "restock_every": 0,
+            "restock_qty": 0,
+            "clearance_target": 0.8,
+        },
     ]
     return w
 

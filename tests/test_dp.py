@@ -60,9 +60,7 @@ def test_empty_shelf_is_never_repriced(tiny_world: World) -> None:
 
 def test_higher_cost_never_lowers_the_optimal_price(tiny_world: World) -> None:
     base = tiny_world
-    dear = base.with_skus(
-        [base.skus[0].model_copy(update={"unit_cost": 14.0}), base.skus[1]]
-    )
+    dear = base.with_skus([base.skus[0].model_copy(update={"unit_cost": 14.0}), base.skus[1]])
     pb, pd_ = base.compile(), dear.compile()
     lb, _ = best_static_level(pb, 0)
     ld, _ = best_static_level(pd_, 0)

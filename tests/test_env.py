@@ -86,7 +86,7 @@ def test_episode_accounting(tiny_world: World) -> None:
     inv = info["inventory"]
     total_sold = 0
     for t in range(48):
-        obs, r, term, trunc, info = env.step(2)
+        obs, _, term, trunc, info = env.step(2)
         assert 0 <= info["sold"] <= inv
         total_sold += info["sold"]
         assert not trunc

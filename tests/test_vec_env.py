@@ -17,7 +17,7 @@ def test_single_slot_matches_pricing_env_exactly(tiny_world: World) -> None:
     assert np.array_equal(obs_e, obs_v[0])
     for a in actions:
         obs_e, r_e, term, _, _ = env.step(int(a))
-        obs_v, r_v, done, infos = venv.step(np.array([a]))
+        obs_v, _, done, infos = venv.step(np.array([a]))
         assert r_e == float(venv.last_outcome.reward[0])
         if term:
             assert done[0]
@@ -52,8 +52,16 @@ def test_many_slots_match_return_distribution(tiny_world: World) -> None:
 
 def test_sb3_trains_on_it_directly(tiny_world: World) -> None:
     venv = MarketVecEnv(tiny_world, num_envs=8, seed=0, reward_scale="sku")
-    model = PPO("MlpPolicy", venv, n_steps=48, batch_size=96, n_epochs=1, seed=0,
-                policy_kwargs={"net_arch": [16]}, device="cpu")
+    model = PPO(
+        "MlpPolicy",
+        venv,
+        n_steps=48,
+        batch_size=96,
+        n_epochs=1,
+        seed=0,
+        policy_kwargs={"net_arch": [16]},
+        device="cpu",
+    )
     model.learn(total_timesteps=800)
     assert model.num_timesteps >= 800
 

@@ -48,7 +48,11 @@ def _mutate(path: list, value: object) -> dict:
         (["skus", 0, "capacity"], 0, "skus[0].capacity"),
         (["skus", 1, "unit_cost"], 500.0, "skus[1].unit_cost"),
         (["segments", 0, "share"], 0.9, "must sum to 1"),
-        (["competitor", "transition", 0], [0.5, 0.2, 0.2], "competitor.transition[0] must sum to 1"),
+        (
+            ["competitor", "transition", 0],
+            [0.5, 0.2, 0.2],
+            "competitor.transition[0] must sum to 1",
+        ),
         (["pricing", "price_step"], 0.07, "price_step must divide"),
         (["pricing", "actions"], [-0.12, 0.0, 0.05], "not a multiple of price_step"),
         (["horizon", "steps"], 1, "horizon.steps"),
@@ -57,7 +61,9 @@ def _mutate(path: list, value: object) -> dict:
         (["abandonment", "base"], 1.5, "abandonment.base"),
     ],
 )
-def test_invalid_world_names_field(tmp_path: Path, path: list, value: object, expected: str) -> None:
+def test_invalid_world_names_field(
+    tmp_path: Path, path: list, value: object, expected: str
+) -> None:
     f = tmp_path / "bad.json"
     f.write_text(json.dumps(_mutate(path, value)))
     with pytest.raises(WorldError) as err:
