@@ -43,6 +43,25 @@ def resolve_policies(world: World, names: Sequence[str]) -> dict[str, tuple[Poli
     return out
 
 
+def run_policies(
+    world: World,
+    names: Sequence[str],
+    episodes: int,
+    seed: int,
+    log: Callable[[str], Any] | None = None,
+) -> dict[str, Rollouts]:
+    """Run every policy on the same ``episodes`` seeds; per-episode results by policy name."""
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1 (got {episodes})")
+    params = world.compile()
+    results: dict[str, Rollouts] = {}
+    for name, (policy, greedy) in resolve_policies(world, names).items():
+        if log:
+            log(f"evaluating {name} on {episodes} episodes")
+        results[name] = rollout(params, policy, episodes, seed, greedy=greedy)
+    return results
+
+
 def evaluate_policies(
     world: World,
     names: Sequence[str],
@@ -50,15 +69,8 @@ def evaluate_policies(
     seed: int,
     log: Callable[[str], Any] | None = None,
 ) -> dict[str, Any]:
-    """Run every policy on the same ``episodes`` seeds; returns the JSON-ready report."""
-    if episodes < 1:
-        raise ValueError(f"episodes must be >= 1 (got {episodes})")
+    """`run_policies`, summarised into the JSON-ready report of `pricing evaluate`."""
     params = world.compile()
-    resolved = resolve_policies(world, names)
-    results: dict[str, Rollouts] = {}
-    for name, (policy, greedy) in resolved.items():
-        if log:
-            log(f"evaluating {name} on {episodes} episodes")
-        results[name] = rollout(params, policy, episodes, seed, greedy=greedy)
+    results = run_policies(world, names, episodes, seed, log)
     optimum = dp_values(params) if _dp_tractable(world) else None
     return summarize(params, results, episodes, seed, optimum)

@@ -32,7 +32,7 @@ class PricingEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Observation Space
 
-    `Box(14 + S,)` float32, normalised per SKU so that one policy serves a whole catalogue:
+    `Box(16 + S,)` float32, normalised per SKU so that one policy serves a whole catalogue:
 
     | index | observation                                         | min | max |
     |-------|-----------------------------------------------------|-----|-----|
@@ -48,7 +48,9 @@ class PricingEnv(gym.Env[np.ndarray, np.int64]):
     | 11    | unit cost / reference price                         | 0   | 5   |
     | 12    | log(1 + expected visitors left / capacity)          | 0   | 8   |
     | 13    | units still to be restocked / capacity              | 0   | 20  |
-    | 14..  | segment mix of the coming step (S shares)           | 0   | 1   |
+    | 14    | units above the clearance target / capacity         | 0   | 1   |
+    | 15    | clearance bonus / (reference price x capacity)      | 0   | 10  |
+    | 16..  | segment mix of the coming step (S shares)           | 0   | 1   |
 
     ## Rewards
 

@@ -44,14 +44,16 @@ OBS_NAMES: tuple[str, ...] = (
     "cost_rel",
     "demand_cover",
     "restock_cover",
+    "clearance_gap",
+    "clearance_stake",
 )
 assert len(OBS_NAMES) == N_FIXED_OBS
 
 
 def obs_bounds(params: MarketParams) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper bounds of each observation feature (the values are clipped to them)."""
-    low = [0, -1, -1, 0, 0, 0, -1, -1, -1, -1, 0, 0, 0, 0] + [0] * params.S
-    high = [1, 4, 4, 5, 10, 5, 1, 1, 1, 1, 1, 5, 8, 20] + [1] * params.S
+    low = [0, -1, -1, 0, 0, 0, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0] + [0] * params.S
+    high = [1, 4, 4, 5, 10, 5, 1, 1, 1, 1, 1, 5, 8, 20, 1, 10] + [1] * params.S
     return np.array(low, dtype=np.float32), np.array(high, dtype=np.float32)
 
 
@@ -128,7 +130,7 @@ class Market:
         return np.asarray(self.p.ref_price[self.sku] * self.p.comp_ratio[self.sku, self.comp])
 
     def observe(self) -> np.ndarray:
-        """Per-SKU normalised observations, shape (N, 14 + S), float32."""
+        """Per-SKU normalised observations, shape (N, 16 + S), float32."""
         p = self.p
         k = self.sku
         t = np.minimum(self.t, p.T - 1)
@@ -151,6 +153,10 @@ class Market:
             p.unit_cost[k] / p.ref_price[k],
             np.log1p(p.remaining_traffic[k, self.t] / cap),
             p.future_restock[k, self.t] / cap,
+            np.where(p.clear_max_left[k] >= 0, self.inventory - p.clear_max_left[k], 0)
+            / cap
+            * (self.inventory > p.clear_max_left[k]),
+            p.clear_bonus[k] / (p.ref_price[k] * cap),
         ]
         obs = np.concatenate([np.stack(cols, axis=1), p.seg_mix[t]], axis=1).astype(np.float32)
         return np.clip(obs, self.obs_low, self.obs_high)

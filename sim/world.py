@@ -477,4 +477,4 @@ class MarketParams:
         return N_FIXED_OBS + self.S
 
 
-N_FIXED_OBS = 14
+N_FIXED_OBS = 16

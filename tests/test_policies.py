@@ -105,3 +105,17 @@ def test_ranking_on_common_random_numbers(tiny_world: World) -> None:
 def test_unknown_policy_name(tiny_world: World) -> None:
     with pytest.raises(ValueError, match="unknown policy 'greedy'"):
         make_baselines(tiny_world.compile(), ["greedy"])
+
+
+def test_paired_difference_is_tighter_than_separate_intervals(tiny_world: World) -> None:
+    from sim.evaluate import mean_ci95, paired_difference
+
+    p = tiny_world.compile()
+    pols = make_baselines(p, ["dp", "static"])
+    a, b = rollout(p, pols["dp"], 300, seed=2), rollout(p, pols["static"], 300, seed=2)
+    diff, lo, hi = paired_difference(a, b)
+    assert diff == pytest.approx(a.profit.mean() - b.profit.mean())
+    _, alo, ahi = mean_ci95(a.profit)
+    assert hi - lo < (ahi - alo) / 2
+    with pytest.raises(ValueError, match="same seed"):
+        paired_difference(a, rollout(p, pols["static"], 301, seed=2))
