@@ -24,11 +24,31 @@ WorldOpt = Annotated[
     Path | None,
     typer.Option("--world", help="world file (JSON); default: the bundled default world"),
 ]
+LakeOpt = Annotated[
+    str, typer.Option("--lake", help="lake root: a directory, file://PATH or s3://bucket/prefix")
+]
+EndpointOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--s3-endpoint-url",
+        envvar="PRICING_S3_ENDPOINT_URL",
+        help="S3-compatible endpoint for s3:// lakes (MinIO, moto); default: AWS",
+    ),
+]
 
 
 def _fail(message: str, code: int = 1) -> None:
     console.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code)
+
+
+def _lake(uri: str, endpoint_url: str | None) -> Any:
+    from pipeline.lake import Lake, LakeError
+
+    try:
+        return Lake.from_uri(uri, endpoint_url=endpoint_url or None)
+    except LakeError as err:
+        _fail(str(err))
 
 
 def _world(path: Path | None) -> Any:
@@ -59,7 +79,8 @@ def history(
     skus: Annotated[
         int | None, typer.Option(min=1, help="SKUs; more than the world has adds jittered copies")
     ] = None,
-    lake: Annotated[Path, typer.Option(help="lake root directory")] = Path("data/lake"),
+    lake: LakeOpt = "data/lake",
+    s3_endpoint_url: EndpointOpt = None,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     start: Annotated[str, typer.Option(help="first day, YYYY-MM-DD")] = "2026-01-05",
     epsilon: Annotated[
@@ -69,9 +90,10 @@ def history(
     """Write synthetic decisions and transactions feeds, one Parquet partition a day."""
     from rich.progress import Progress
 
-    from pipeline.lake import write_partition
+    from pipeline.lake import LakeError
     from sim.history import generate_history
 
+    store = _lake(lake, s3_endpoint_url)
     w = _world(world_path)
     try:
         first = dt.date.fromisoformat(start)
@@ -84,14 +106,76 @@ def history(
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("simulating days", total=days)
         for day in generate_history(w, days, seed, first, epsilon=epsilon):
-            write_partition(lake, "raw", "decisions", day.date, day.decisions)
-            write_partition(lake, "raw", "transactions", day.date, day.transactions)
+            try:
+                store.write_partition("raw", "decisions", day.date, day.decisions)
+                store.write_partition("raw", "transactions", day.date, day.transactions)
+            except LakeError as err:
+                _fail(str(err))
             rows += len(day.decisions)
             purchases += len(day.transactions)
             bar.advance(task)
     console.print(
         f"wrote {days} days x {len(w.skus)} SKUs: {rows:,} decisions, {purchases:,} transactions "
-        f"under {lake}/raw/"
+        f"under {store.uri('raw')}/"
+    )
+
+
+@app.command()
+def ingest(
+    source: Annotated[Path, typer.Option(help="POS export: .csv (.tsv, .txt) or .parquet")],
+    mapping: Annotated[
+        Path, typer.Option(help="column mapping (JSON); see examples/pos_mapping.json")
+    ],
+    lake: LakeOpt = "data/lake",
+    s3_endpoint_url: EndpointOpt = None,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="rewrite each date in the file with its rows only (default: merge by transaction id)",
+        ),
+    ] = False,
+) -> None:
+    """Map a point-of-sale export onto the transactions feed, one raw partition per UTC date."""
+    from pipeline.ingest import IngestError, ingest_transactions
+    from pipeline.lake import LakeError
+
+    store = _lake(lake, s3_endpoint_url)
+    try:
+        report = ingest_transactions(source, mapping, store, replace=replace)
+    except (IngestError, LakeError) as err:
+        _fail(str(err))
+    table = Table(title=f"ingest {source.name}", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    table.add_row("rows read", f"{report.rows_read:,}")
+    table.add_row("rows written", f"{report.rows_written:,}")
+    for reason, count in report.rejected.items():
+        table.add_row(f"rejected: {reason}", f"{count:,}")
+    table.add_row("returns", f"{report.returns:,}")
+    if report.rows_kept:
+        table.add_row("kept from earlier ingests", f"{report.rows_kept:,}")
+    if report.dates:
+        span = f"{report.dates[0]} … {report.dates[-1]}" if len(report.dates) > 1 else ""
+        table.add_row("dates", f"{len(report.dates)}  {span}".rstrip())
+    shown = ", ".join(report.skus[:8]) + (" …" if len(report.skus) > 8 else "")
+    table.add_row("SKUs", f"{len(report.skus)}  {shown}".rstrip())
+    Console().print(table)
+    if report.rows_read - report.rows_written:
+        console.print(
+            f"rejected rows and returns, with reasons: {report.rejects_uri}", soft_wrap=True
+        )
+    if report.rows_written == 0:
+        worst = max(report.rejected.items(), key=lambda kv: kv[1], default=("", 0))
+        hint = {
+            "bad_ts": ': check "ts_format" and "timezone" in the mapping',
+            "bad_price": ': check the price column and "decimal" in the mapping',
+            "bad_quantity": ': check the quantity column and "decimal" in the mapping',
+        }.get(worst[0], "")
+        why = f"most rows rejected as {worst[0]}{hint}" if worst[1] else "the file has no sales"
+        _fail(f"no transactions written from {source}; {why}")
+    console.print(
+        f"wrote {len(report.partitions)} partitions under {store.uri('raw/transactions')}/"
     )
 
 
@@ -196,11 +280,18 @@ def demo(
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
 ) -> None:
     """Synthetic history, a PPO agent, and the comparison table against the optimum and baselines."""
-    lake = data_dir / "lake"
+    lake = str(data_dir / "lake")
     model = data_dir / "models" / "ppo-demo.zip"
     console.rule("1/3 synthetic history (rule-based pricer with 10 % exploration)")
     history(
-        world_path=None, days=days, skus=None, lake=lake, seed=seed, start="2026-01-05", epsilon=0.1
+        world_path=None,
+        days=days,
+        skus=None,
+        lake=lake,
+        s3_endpoint_url=None,
+        seed=seed,
+        start="2026-01-05",
+        epsilon=0.1,
     )
     console.rule(f"2/3 training PPO for {timesteps:,} SKU-steps")
     train(world_path=None, algo="ppo", timesteps=timesteps, seed=seed, n_envs=64, out=model)

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
@@ -58,6 +59,53 @@ def test_history_writes_daily_partitions(tmp_path: Path, tiny_world_file: Path) 
     again = pd.read_parquet(lake / "raw/decisions/date=2026-02-02/part-0000.parquet")
     assert len(again) == first
     assert len(list((lake / "raw/decisions/date=2026-02-02").iterdir())) == 1
+
+
+def test_history_writes_to_an_s3_lake(
+    tiny_world_file: Path, s3_lake_uri: str, s3_endpoint: str
+) -> None:
+    import datetime as dt
+
+    import boto3
+
+    from pipeline.lake import Lake
+
+    res = runner.invoke(
+        app,
+        [
+            "history",
+            "--world",
+            str(tiny_world_file),
+            "--days",
+            "2",
+            "--lake",
+            s3_lake_uri,
+            "--s3-endpoint-url",
+            s3_endpoint,
+            "--start",
+            "2026-02-02",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    bucket = s3_lake_uri.removeprefix("s3://").split("/")[0]
+    listed = boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(Bucket=bucket)
+    assert sorted(o["Key"] for o in listed["Contents"]) == [
+        f"lake/raw/{feed}/date={d}/part-0000.parquet"
+        for feed in ("decisions", "transactions")
+        for d in ("2026-02-02", "2026-02-03")
+    ]
+    lake = Lake.from_uri(s3_lake_uri, endpoint_url=s3_endpoint)
+    assert lake.read_partition("raw", "decisions", dt.date(2026, 2, 3))["sku"].nunique() == 2
+
+
+def test_history_to_a_missing_bucket_fails_cleanly(
+    tiny_world_file: Path, s3_lake_uri: str, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PRICING_S3_ENDPOINT_URL", s3_endpoint)
+    args = ["history", "--world", str(tiny_world_file), "--days", "1", "--lake", "s3://nope/x"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 1
+    assert "bucket 'nope' does not exist" in res.output
 
 
 def test_evaluate_writes_the_report_contract(tmp_path: Path, tiny_world_file: Path) -> None:

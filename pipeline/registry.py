@@ -1,0 +1,406 @@
+"""The MLflow model registry: candidate versions with lineage, aliases, a ledger, and safe loading.
+
+- Every trained agent is logged as a pyfunc model (see `pipeline.pyfunc_agent`) and registered as a
+  new version of ``settings.model_name`` with lineage tags (``data_sha256``, ``validation_report``,
+  ``sim_params_sha256``, ``git_commit``, ``model_sha256``, ``logical_date``, ``algo``).
+- ``challenger`` points at the night's best candidate; ``champion`` at what serves customers.
+- Alias moves are serialised by a lock that works across processes (a PostgreSQL advisory lock when
+  MLflow runs on PostgreSQL, so across hosts too; a file lock otherwise), and are compare-and-set: a
+  move is refused if ``champion`` changed since the decision was computed. MLflow's own
+  ``set_registered_model_alias`` is last-writer-wins, hence the lock.
+- Every move appends a line to the promotion ledger (who, what, why, when, from → to).
+- Nothing is unpickled before its SHA-256 is verified: the whole model directory against the
+  version's ``model_sha256`` tag, then the SB3 file against the manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import getpass
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+from pipeline.models import ModelIntegrityError, load_agent, save_agent
+from pipeline.settings import Settings
+from sim.market import OBS_NAMES
+from sim.world import World, load_world
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+LEDGER_PATH = "reports/promotions/ledger.jsonl"
+
+
+class PromotionConflict(RuntimeError):
+    """The champion changed between the decision and the move; nothing was changed."""
+
+
+class RegistryError(RuntimeError):
+    """A version or alias does not exist, or the requested move is not possible."""
+
+
+class ByteStore(Protocol):
+    """What the ledger needs of a store (the `Lake` provides it)."""
+
+    def read_bytes(self, relpath: str) -> bytes: ...
+
+    def write_bytes(self, relpath: str, data: bytes) -> None: ...
+
+    def exists(self, relpath: str) -> bool: ...
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+# Written by the MLflow client into every download of a registered version (name and number),
+# so it differs between the logged model and its registered copies; it carries no model content.
+_CLIENT_WRITTEN = frozenset({"registered_model_meta"})
+
+
+def directory_sha256(root: str | Path) -> str:
+    """A hash of every file under ``root`` (relative path and content), order-independent."""
+    root = Path(root)
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if rel in _CLIENT_WRITTEN:
+            continue
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        h.update(f"{rel}\0{digest}\n".encode())
+    return h.hexdigest()
+
+
+def observation_columns(world: World) -> list[str]:
+    return [*OBS_NAMES, *(f"segment_{s.name}" for s in world.segments)]
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    when: str
+    who: str
+    action: str  # promote | rollback
+    from_version: str | None
+    to_version: str
+    reason: str
+    decision: dict[str, Any] | None = None
+
+
+class Ledger:
+    """Append-only JSON-lines log of champion moves, kept in the lake."""
+
+    def __init__(self, store: ByteStore, path: str = LEDGER_PATH) -> None:
+        self.store = store
+        self.path = path
+
+    def entries(self) -> list[LedgerEntry]:
+        if not self.store.exists(self.path):
+            return []
+        lines = self.store.read_bytes(self.path).decode().splitlines()
+        return [LedgerEntry(**json.loads(line)) for line in lines if line.strip()]
+
+    def append(self, entry: LedgerEntry) -> None:
+        # Called under the promotion lock, so read-modify-write cannot interleave.
+        old = self.store.read_bytes(self.path) if self.store.exists(self.path) else b""
+        line = json.dumps(asdict(entry), sort_keys=True) + "\n"
+        self.store.write_bytes(self.path, old + line.encode())
+
+
+@contextlib.contextmanager
+def promotion_lock(settings: Settings, timeout_s: float = 120.0) -> Iterator[None]:
+    """Serialise alias moves across processes (and hosts, on PostgreSQL)."""
+    uri = settings.tracking_uri
+    if uri.startswith(("postgresql", "postgres")):
+        import sqlalchemy as sa
+
+        key = zlib.crc32(f"pricing-promotion:{settings.model_name}".encode())
+        engine = sa.create_engine(uri)
+        with engine.connect() as conn:
+            deadline = time.monotonic() + timeout_s
+            while not conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+                if time.monotonic() > deadline:
+                    raise TimeoutError("another promotion holds the lock; try again later")
+                time.sleep(0.2)
+            try:
+                yield
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        engine.dispose()
+        return
+    settings.runtime_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.runtime_dir / f"promotion-{settings.model_name}.lock"
+    with open(path, "a+") as fh:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"another promotion holds {path}; try again later") from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_experiment(settings: Settings, name: str | None = None) -> str:
+    """Select (creating if needed) the experiment, with artifacts under ``settings.artifacts_dir``
+    for the embedded SQLite store (MLflow would otherwise write ./mlruns in the working directory).
+    """
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    name = name or settings.experiment
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is None:
+        location = None
+        if settings.tracking_uri.startswith("sqlite:"):
+            settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
+            location = settings.artifacts_dir.as_uri()
+        exp_id = mlflow.create_experiment(name, artifact_location=location)
+    else:
+        exp_id = exp.experiment_id
+    mlflow.set_experiment(experiment_id=exp_id)
+    return str(exp_id)
+
+
+@dataclass(frozen=True)
+class LoadedVersion:
+    version: str
+    model: BaseAlgorithm
+    world: World
+    tags: dict[str, str]
+
+
+class Registry:
+    """The registered model ``settings.model_name`` and its aliases."""
+
+    def __init__(self, settings: Settings, ledger_store: ByteStore) -> None:
+        self.settings = settings
+        self.name = settings.model_name
+        mlflow.set_tracking_uri(settings.tracking_uri)
+        mlflow.set_registry_uri(settings.tracking_uri)
+        self.client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
+        self.ledger = Ledger(ledger_store)
+
+    # ---- versions --------------------------------------------------------------------------
+    def find_version(self, logical_date: str, algo: str) -> ModelVersion | None:
+        """The version already registered for this night and algorithm (idempotent re-runs)."""
+        try:
+            versions = self.client.search_model_versions(f"name = '{self.name}'")
+        except MlflowException:
+            return None
+        for mv in versions:
+            if mv.tags.get("logical_date") == logical_date and mv.tags.get("algo") == algo:
+                return mv
+        return None
+
+    def register_candidate(
+        self, model: BaseAlgorithm, world: World, algo: str, lineage: dict[str, str]
+    ) -> ModelVersion:
+        """Log the agent as a pyfunc model in the active run and register a new version."""
+        from mlflow.models import infer_signature
+
+        with tempfile.TemporaryDirectory() as tmp:
+            agent_path = Path(tmp) / "agent.zip"
+            agent_sha = save_agent(model, agent_path)
+            world_path = Path(tmp) / "world.json"
+            world_path.write_text(world.to_json())
+            columns = observation_columns(world)
+            manifest = {
+                "agent_sha256": agent_sha,
+                "algo": algo,
+                "observation_columns": columns,
+                "world_sha256": world.fingerprint(),
+            }
+            manifest_path = Path(tmp) / "manifest.json"
+            manifest_path.write_text(json.dumps(manifest, indent=2))
+            import pandas as pd
+
+            example = pd.DataFrame([[0.5] * len(columns)], columns=columns)
+            example["current_price"] = 10.0
+            example["ref_price"] = 10.0
+            out = pd.DataFrame({"action": [2], "move": [0.0], "price": [10.0]})
+            info = mlflow.pyfunc.log_model(
+                name="agent",
+                python_model=str(Path(__file__).with_name("pyfunc_agent.py")),
+                artifacts={
+                    "agent": str(agent_path),
+                    "world": str(world_path),
+                    "manifest": str(manifest_path),
+                },
+                signature=infer_signature(example, out),
+                pip_requirements=[],
+            )
+        with tempfile.TemporaryDirectory() as tmp:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri, dst_path=tmp)
+            model_sha = directory_sha256(local)
+        tags = {**lineage, "algo": algo, "model_sha256": model_sha, "agent_sha256": agent_sha}
+        return mlflow.register_model(info.model_uri, self.name, tags=tags)
+
+    def version(self, version: str | int) -> ModelVersion:
+        try:
+            return self.client.get_model_version(self.name, str(version))
+        except MlflowException:
+            raise RegistryError(f"{self.name} has no version {version}") from None
+
+    def alias(self, alias: str) -> ModelVersion | None:
+        try:
+            return self.client.get_model_version_by_alias(self.name, alias)
+        except MlflowException:
+            return None
+
+    def resolve(self, ref: str) -> ModelVersion:
+        """A version number or an alias (``champion``, ``challenger``)."""
+        if ref.isdigit():
+            return self.version(ref)
+        mv = self.alias(ref)
+        if mv is None:
+            raise RegistryError(f"{self.name} has no alias @{ref}")
+        return mv
+
+    def download_verified(self, version: str | int, dst: str | Path) -> Path:
+        """Download a version's model directory and check it against its ``model_sha256`` tag."""
+        mv = self.version(version)
+        expected = mv.tags.get("model_sha256")
+        if not expected:
+            raise ModelIntegrityError(f"{self.name} v{mv.version} has no model_sha256 tag")
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{self.name}/{mv.version}", dst_path=str(dst)
+            )
+        )
+        actual = directory_sha256(local)
+        if actual != expected:
+            raise ModelIntegrityError(
+                f"{self.name} v{mv.version}: model files hash to {actual[:12]}…, the registry "
+                f"recorded {expected[:12]}…; refusing to load a changed or corrupted model"
+            )
+        return local
+
+    def load(self, version: str | int) -> LoadedVersion:
+        """Verify, then load the SB3 agent and the world it was trained in."""
+        mv = self.version(version)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = self.download_verified(mv.version, tmp)
+            manifest = json.loads((local / "artifacts" / "manifest.json").read_text())
+            agent = load_agent(local / "artifacts" / "agent.zip", manifest["agent_sha256"])
+            world = load_world(local / "artifacts" / "world.json")
+        return LoadedVersion(str(mv.version), agent, world, dict(mv.tags))
+
+    def load_pyfunc(self, version: str | int, dst: str | Path) -> Any:
+        """The pyfunc model of a version, after the directory hash check."""
+        local = self.download_verified(version, dst)
+        return mlflow.pyfunc.load_model(str(local))
+
+    # ---- aliases -----------------------------------------------------------------------------
+    def set_challenger(self, version: str) -> None:
+        self.client.set_registered_model_alias(self.name, CHALLENGER, str(version))
+
+    def champion_version(self) -> str | None:
+        mv = self.alias(CHAMPION)
+        return None if mv is None else str(mv.version)
+
+    def promote(
+        self,
+        version: str,
+        expected_champion: str | None,
+        reason: str,
+        who: str | None = None,
+        decision: dict[str, Any] | None = None,
+    ) -> LedgerEntry:
+        """Move ``champion`` to ``version`` if it still points at ``expected_champion``."""
+        if not reason.strip():
+            raise RegistryError("a reason is required for every champion move")
+        self.version(version)  # exists?
+        with promotion_lock(self.settings):
+            return self._move(version, expected_champion, reason, who, decision, "promote")
+
+    def rollback(self, reason: str, who: str | None = None) -> LedgerEntry:
+        """Point ``champion`` back at the version it replaced (from the ledger)."""
+        if not reason.strip():
+            raise RegistryError("a reason is required for every champion move")
+        with promotion_lock(self.settings):
+            current = self.champion_version()
+            return self._move(self.rollback_target(), current, reason, who, None, "rollback")
+
+    def _move(
+        self,
+        version: str,
+        expected_champion: str | None,
+        reason: str,
+        who: str | None,
+        decision: dict[str, Any] | None,
+        action: str,
+    ) -> LedgerEntry:
+        # The caller holds the promotion lock: read, compare, set and log cannot interleave.
+        current = self.champion_version()
+        if current != expected_champion:
+            raise PromotionConflict(
+                f"champion is v{current} but the decision assumed v{expected_champion}; "
+                "nothing changed — re-run the gate"
+            )
+        if current == str(version):
+            raise RegistryError(f"v{version} is already the champion")
+        self.client.set_registered_model_alias(self.name, CHAMPION, str(version))
+        entry = LedgerEntry(
+            when=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            who=who or os.environ.get("PRICING_ACTOR") or getpass.getuser(),
+            action=action,
+            from_version=current,
+            to_version=str(version),
+            reason=reason,
+            decision=decision,
+        )
+        self.ledger.append(entry)
+        self.client.set_model_version_tag(self.name, str(version), "promoted_at", entry.when)
+        return entry
+
+    def rollback_target(self) -> str:
+        """The champion before the current one: the ledger replayed as a stack (a promotion
+        pushes, a rollback pops), so repeated rollbacks walk back through earlier champions."""
+        current = self.champion_version()
+        if current is None:
+            raise RegistryError("there is no champion to roll back")
+        stack: list[str] = []
+        for entry in self.ledger.entries():
+            if entry.action == "rollback" and stack:
+                stack.pop()
+            else:
+                stack.append(entry.to_version)
+        if not stack or stack[-1] != current:
+            raise RegistryError(
+                f"the ledger does not end with v{current} as champion (was the alias moved "
+                "outside `pricing promote`?); promote the version you want explicitly"
+            )
+        if len(stack) < 2:
+            raise RegistryError(
+                f"v{current} was the first champion; there is nothing to roll back to"
+            )
+        return stack[-2]

@@ -1,0 +1,97 @@
+"""One settings object for the whole pipeline: environment variables with the ``PRICING_`` prefix,
+or a ``.env`` file in the working directory. MLflow's own ``MLFLOW_TRACKING_URI`` is honoured.
+
+Embedded defaults run on a laptop (SQLite MLflow and a local lake under ``./data``); production
+sets ``PRICING_LAKE_URI=s3://bucket/prefix``, ``PRICING_S3_ENDPOINT_URL`` (MinIO) and
+``MLFLOW_TRACKING_URI`` (the tracking server).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the nightly loop. Invalid values fail at construction, naming the variable."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PRICING_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    data_dir: Path = Field(Path("data"), description="root of the embedded defaults")
+    lake_uri: str = Field("", description="local path or s3://bucket/prefix; default data_dir/lake")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto)")
+    world_file: Path | None = Field(None, description="catalogue and base world; default bundled")
+    model_name: str = Field("pricing-agent", min_length=1, description="registered model name")
+    mlflow_tracking_uri: str = Field("", description="default: MLFLOW_TRACKING_URI or SQLite")
+    experiment: str = Field("pricing-nightly", min_length=1)
+
+    # training
+    algos: tuple[str, ...] = Field(("ppo", "dqn"), description="algorithms trained each night")
+    ppo_timesteps: int = Field(2_000_000, ge=1, description="PPO budget in SKU-steps")
+    dqn_timesteps: int = Field(300_000, ge=1, description="DQN budget in SKU-steps")
+    train_seed: int = 0
+    n_envs: int = Field(64, ge=1)
+
+    # data windows
+    train_days: int = Field(28, ge=2, description="days of logs the simulator is refit on")
+    holdout_days: int = Field(2, ge=1, description="latest days held out for the fidelity gate")
+
+    # fidelity gate
+    fidelity_max_conversion_error: float = Field(
+        0.03, gt=0, description="max abs error of conversion by price bucket (weighted mean)"
+    )
+    fidelity_max_deviance_ratio: float = Field(
+        1.5, gt=0, description="max Poisson deviance per SKU-day of held-out daily sales"
+    )
+
+    # evaluation and promotion gate
+    eval_episodes: int = Field(300, ge=10)
+    eval_seed: int = 12345
+    bootstrap_samples: int = Field(2000, ge=100)
+    promotion_margin: float = Field(
+        0.0, ge=0, description="required lower CI bound of (candidate - champion) profit/episode"
+    )
+    margin_floor: float = Field(
+        0.0, description="minimum (revenue - cost) / revenue of the candidate in evaluation"
+    )
+    max_price_changes_per_day: float = Field(
+        12.0, gt=0, description="guardrail on the candidate's price-change rate"
+    )
+    min_ope_support: float = Field(
+        30.0, ge=0, description="effective sample size under which off-policy estimates are ignored"
+    )
+    admin_token: str | None = Field(None, description="required by manual promote/rollback if set")
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        bad = [a for a in self.algos if a not in ("ppo", "dqn")]
+        if bad:
+            raise ValueError(f"PRICING_ALGOS: unknown algorithm {bad[0]!r}; use ppo and/or dqn")
+        return self
+
+    @property
+    def lake(self) -> str:
+        return self.lake_uri or str(self.data_dir / "lake")
+
+    @property
+    def tracking_uri(self) -> str:
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        env = os.environ.get("MLFLOW_TRACKING_URI")
+        if env:
+            return env
+        return f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return (self.data_dir / "mlartifacts").resolve()
+
+    @property
+    def runtime_dir(self) -> Path:
+        """Locks and the promotion ledger's local copy live here."""
+        return self.data_dir / "run"

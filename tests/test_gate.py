@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from pipeline.gate import GateEvidence, GateThresholds, promotion_decision
+
+GOOD = GateEvidence(
+    candidate_version="3",
+    incumbent="champion v2",
+    champion_version="2",
+    diff_mean=120.0,
+    diff_ci95=(40.0, 200.0),
+    candidate_margin_rate=0.35,
+    candidate_changes_per_day=3.0,
+    ope_diff=0.4,
+    ope_ci95=(-0.1, 0.9),
+    ope_ess=250.0,
+)
+TH = GateThresholds(
+    promotion_margin=10.0, margin_floor=0.2, max_price_changes_per_day=6, min_ope_support=50
+)
+
+
+def test_clear_win_promotes() -> None:
+    d = promotion_decision(GOOD, TH)
+    assert d.promote
+    assert all(c["status"] == "pass" for c in d.checks.values())
+    assert d.reason.startswith("all checks passed")
+
+
+@pytest.mark.parametrize(
+    ("change", "failed"),
+    [
+        ({"diff_ci95": (5.0, 200.0)}, "profit"),  # lower bound under the margin
+        ({"diff_mean": -3.0, "diff_ci95": (-20.0, 14.0)}, "profit"),
+        ({"candidate_margin_rate": 0.1}, "margin_floor"),
+        ({"candidate_changes_per_day": 9.5}, "price_change_rate"),
+        ({"ope_diff": -0.5, "ope_ci95": (-0.9, -0.1)}, "off_policy"),
+    ],
+)
+def test_each_check_can_block(change: dict, failed: str) -> None:
+    d = promotion_decision(dataclasses.replace(GOOD, **change), TH)
+    assert not d.promote
+    assert d.checks[failed]["status"] == "fail"
+    assert failed in d.reason and d.reason.startswith("kept the champion")
+
+
+def test_off_policy_without_support_is_skipped_not_passed() -> None:
+    d = promotion_decision(dataclasses.replace(GOOD, ope_ess=12.0, ope_ci95=(-9, -8)), TH)
+    assert d.promote and d.checks["off_policy"]["status"] == "skipped"
+    d = promotion_decision(
+        dataclasses.replace(GOOD, ope_diff=None, ope_ci95=None, ope_ess=None), TH
+    )
+    assert d.checks["off_policy"]["status"] == "skipped"
+
+
+def test_boundary_is_strict() -> None:
+    d = promotion_decision(dataclasses.replace(GOOD, diff_ci95=(10.0, 30.0)), TH)
+    assert not d.promote  # the lower bound must clear the margin, not touch it
+    assert d.to_dict()["evidence"]["candidate_version"] == "3"
