@@ -1,0 +1,219 @@
+"""Daily features per SKU from the raw feeds, vectorised with pandas.
+
+One row per (UTC day, SKU) seen in either feed. The *decisions* feed gives the funnel (views, carts,
+abandons), the prices shown and the inventory; the *transactions* feed gives what was sold. A
+retailer that only has point-of-sale exports still gets features: the decision-derived columns are
+then NaN.
+
+Columns of `build_features` (``FEATURE_COLUMNS``):
+
+- ``date``: the UTC calendar day (``datetime.date``);
+- ``sku``: the SKU id;
+- ``views``: prices shown, one per visitor (decision rows);
+- ``carts``: visitors who carted, whatever happened next (outcomes cart, purchase, abandon);
+- ``purchases``: sales lines in the transactions feed;
+- ``abandons``: carts abandoned (outcome abandon);
+- ``units``: units sold (sum of transaction quantities);
+- ``revenue``: sum of quantity x unit price over the transactions;
+- ``mean_price``: mean price shown over the day's views;
+- ``price_rel``: mean of price shown / base price (1.0 = the reference price);
+- ``competitor_gap``: mean of log(price shown / competitor price); > 0 means dearer than the competitor;
+- ``inventory_start``: stock before the first logged hour of the day;
+- ``inventory_end``: stock after the last logged hour's sales (a restock arriving after that hour is
+  not visible in the log);
+- ``conversion``: purchases / views, both counted in the decision log so that the ratio stays in
+  [0, 1] even when the POS feed holds sales the pricing service never logged;
+- ``abandon_rate``: abandons / carts;
+- ``sales_velocity``: units per hour of the day (units / 24);
+- ``price_changes``: how often the shown price moved between consecutive logged hours of the day.
+
+Counts derived from decisions are float64 so that "unknown" (NaN, transactions only) and "zero"
+(logged, nothing happened) keep one stable dtype across partitions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+FEATURE_COLUMNS: tuple[str, ...] = (
+    "date",
+    "sku",
+    "views",
+    "carts",
+    "purchases",
+    "abandons",
+    "units",
+    "revenue",
+    "mean_price",
+    "price_rel",
+    "competitor_gap",
+    "inventory_start",
+    "inventory_end",
+    "conversion",
+    "abandon_rate",
+    "sales_velocity",
+    "price_changes",
+)
+DECISION_FEATURES: tuple[str, ...] = (
+    "views",
+    "carts",
+    "abandons",
+    "mean_price",
+    "price_rel",
+    "competitor_gap",
+    "inventory_start",
+    "inventory_end",
+    "conversion",
+    "abandon_rate",
+    "price_changes",
+)
+# Counts that are 0 (not NaN) for an SKU-day the decision log covers but that had no rows.
+_DECISION_COUNTS = ("views", "carts", "abandons", "price_changes")
+_CARTED = ("cart", "purchase", "abandon")
+_KEYS = ["day", "sku"]
+DEFAULT_PRICE_EDGES: tuple[float, ...] = (0.0, 0.7, 0.8, 0.9, 0.95, 1.05, 1.1, 1.2, 1.3, np.inf)
+
+
+def _utc(ts: pd.Series) -> pd.Series:
+    """Timestamps as tz-aware UTC; naive ones are taken to be UTC already (the feed contract)."""
+    return pd.to_datetime(ts, utc=True)
+
+
+def _decision_features(decisions: pd.DataFrame) -> pd.DataFrame:
+    hour = _utc(decisions["ts"]).dt.floor("h")
+    outcome = decisions["outcome"].to_numpy()
+    price = decisions["price_shown"].to_numpy(dtype=float)
+    purchase = outcome == "purchase"
+    d = pd.DataFrame(
+        {
+            "day": hour.dt.floor("D"),
+            "sku": decisions["sku"].to_numpy(),
+            "hour": hour,
+            "cart": np.isin(outcome, _CARTED),
+            "purchase": purchase,
+            "abandon": outcome == "abandon",
+            "price": price,
+            "rel": price / decisions["base_price"].to_numpy(dtype=float),
+            "gap": np.log(price / decisions["competitor_price"].to_numpy(dtype=float)),
+            "inventory": decisions["inventory"].to_numpy(dtype=float),
+            "sold": np.where(purchase, decisions["quantity"].to_numpy(dtype=float), 0.0),
+        }
+    )
+    daily = d.groupby(_KEYS, sort=True).agg(
+        views=("price", "size"),
+        carts=("cart", "sum"),
+        dec_purchases=("purchase", "sum"),
+        abandons=("abandon", "sum"),
+        mean_price=("price", "mean"),
+        price_rel=("rel", "mean"),
+        competitor_gap=("gap", "mean"),
+    )
+    # Price and stock are set once per step, so one row per logged hour is the price path.
+    hourly = (
+        d.groupby([*_KEYS, "hour"], sort=True)
+        .agg(price=("price", "first"), inventory=("inventory", "first"), sold=("sold", "sum"))
+        .reset_index()
+    )
+    by_day = hourly.groupby(_KEYS, sort=True)
+    previous = by_day["price"].shift()
+    hourly["moved"] = previous.notna() & (hourly["price"] != previous)
+    first = by_day.head(1).set_index(_KEYS)
+    last = by_day.tail(1).set_index(_KEYS)
+    daily["price_changes"] = hourly.groupby(_KEYS, sort=True)["moved"].sum()
+    daily["inventory_start"] = first["inventory"]
+    daily["inventory_end"] = last["inventory"] - last["sold"]
+    return daily.astype(float)
+
+
+def _transaction_features(transactions: pd.DataFrame) -> pd.DataFrame:
+    qty = transactions["quantity"].to_numpy(dtype=float)
+    t = pd.DataFrame(
+        {
+            "day": _utc(transactions["ts"]).dt.floor("D"),
+            "sku": transactions["sku"].to_numpy(),
+            "qty": qty,
+            "revenue": qty * transactions["unit_price"].to_numpy(dtype=float),
+        }
+    )
+    return t.groupby(_KEYS, sort=True).agg(
+        purchases=("qty", "size"), units=("qty", "sum"), revenue=("revenue", "sum")
+    )
+
+
+def build_features(decisions: pd.DataFrame | None, transactions: pd.DataFrame) -> pd.DataFrame:
+    """Aggregate the raw feeds to one row per UTC day and SKU.
+
+    Args:
+        decisions: the decisions feed (DECISION_COLUMNS), or None when only POS data exists.
+        transactions: the transactions feed (TRANSACTION_COLUMNS).
+
+    Returns:
+        A frame with ``FEATURE_COLUMNS`` (see the module docstring for their meaning), sorted by
+        date and SKU. Decision-derived columns are NaN when ``decisions`` is None.
+    """
+    tx = _transaction_features(transactions)
+    if decisions is not None:
+        dec = _decision_features(decisions)
+        out = dec.join(tx, how="outer")
+        out[list(_DECISION_COUNTS)] = out[list(_DECISION_COUNTS)].fillna(0.0)
+        out["conversion"] = out["dec_purchases"] / out["views"].where(out["views"] > 0)
+        out["abandon_rate"] = out["abandons"] / out["carts"].where(out["carts"] > 0)
+    else:
+        out = tx.copy()
+        for col in DECISION_FEATURES:
+            out[col] = np.nan
+    out[["purchases", "units", "revenue"]] = out[["purchases", "units", "revenue"]].fillna(0)
+    out = out.sort_index().reset_index()
+    out["date"] = out["day"].dt.date.astype(object)
+    out["sku"] = out["sku"].astype(str)
+    out["purchases"] = out["purchases"].astype(np.int64)
+    out["units"] = out["units"].astype(np.int64)
+    out["revenue"] = out["revenue"].astype(float)
+    out["sales_velocity"] = out["units"] / 24.0
+    return out[list(FEATURE_COLUMNS)].astype({c: float for c in DECISION_FEATURES})
+
+
+def conversion_by_price_bucket(
+    decisions: pd.DataFrame, edges: Sequence[float] = DEFAULT_PRICE_EDGES
+) -> pd.DataFrame:
+    """Conversion of views by bucket of relative price, pooled over SKUs.
+
+    The relative price (price shown / base price) makes buckets comparable across a catalogue;
+    the fidelity gate compares this curve between logs and the refit simulator.
+
+    Args:
+        decisions: the decisions feed.
+        edges: increasing bucket edges of price_shown / base_price; a bucket is [lo, hi).
+
+    Returns:
+        One row per bucket: ``lo``, ``hi``, ``bucket`` (label "[lo, hi)"), ``views``, ``purchases``
+        and ``conversion`` (purchases / views, NaN for an empty bucket).
+    """
+    edges_arr = np.asarray(edges, dtype=float)
+    if edges_arr.ndim != 1 or len(edges_arr) < 2 or np.any(np.diff(edges_arr) <= 0):
+        raise ValueError(f"edges must be at least two strictly increasing numbers (got {edges})")
+    rel = decisions["price_shown"].to_numpy(dtype=float) / decisions["base_price"].to_numpy(
+        dtype=float
+    )
+    bucket = np.searchsorted(edges_arr, rel, side="right") - 1
+    inside = (bucket >= 0) & (bucket < len(edges_arr) - 1)
+    n = len(edges_arr) - 1
+    purchase = decisions["outcome"].to_numpy() == "purchase"
+    views = np.bincount(bucket[inside], minlength=n)
+    purchases = np.bincount(bucket[inside], weights=purchase[inside], minlength=n)
+    lo, hi = edges_arr[:-1], edges_arr[1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        conversion = np.where(views > 0, purchases / np.maximum(views, 1), np.nan)
+    return pd.DataFrame(
+        {
+            "bucket": [f"[{a:g}, {b:g})" for a, b in zip(lo, hi, strict=True)],
+            "lo": lo,
+            "hi": hi,
+            "views": views.astype(np.int64),
+            "purchases": purchases.astype(np.int64),
+            "conversion": conversion,
+        }
+    )
