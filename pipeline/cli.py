@@ -269,36 +269,191 @@ def train(
     console.print(f"saved {out} (sha256 {digest[:12]}…)")
 
 
+def _settings(**overrides: Any) -> Any:
+    from pydantic import ValidationError
+
+    from pipeline.settings import Settings
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as err:
+        _fail(f"invalid settings: {err}")
+
+
+def _date(value: str, option: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        _fail(f"{option} must be a date YYYY-MM-DD (got {value!r})")
+        raise
+
+
+def _print_night(summary: dict[str, Any], title: str) -> None:
+    _print_report(summary["report"], title)
+    decision = summary["decision"]
+    verdict = "[bold green]PROMOTED[/]" if decision.get("moved") else "[bold yellow]KEPT[/]"
+    Console().print(f"gate: {verdict} — {decision['reason']}")
+    Console().print(f"champion: v{decision.get('champion')}")
+
+
+@app.command()
+def nightly(
+    date: Annotated[str, typer.Option(help="logical date YYYY-MM-DD (the last day of logs)")],
+    data_dir: Annotated[
+        Path | None, typer.Option(help="default: PRICING_DATA_DIR or ./data")
+    ] = None,
+    lake: Annotated[str | None, typer.Option(help="default: PRICING_LAKE_URI or data/lake")] = None,
+) -> None:
+    """Run the whole night for one date. Exit 0: completed (promoted or not); 2: a gate stopped it."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from pipeline.nightly import night_summary, run_night
+
+    settings = _settings(data_dir=data_dir, lake_uri=lake)
+    day = _date(date, "--date")
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,}/{task.total:,}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+
+        def train_progress(algo: str) -> Any:
+            task = bar.add_task(f"training {algo}", total=1)
+
+            def report(done: int, total: int, profit: float | None) -> None:
+                bar.update(task, completed=min(done, total), total=total)
+
+            return report
+
+        result = run_night(
+            settings,
+            day,
+            say=lambda m: console.print(f"[dim]{m}[/]"),
+            train_progress=train_progress,
+        )
+    if result.status == "stopped":
+        console.print(f"[bold red]night {date} stopped at {result.stopped_at}:[/] {result.reason}")
+        raise typer.Exit(2)
+    _print_night(
+        night_summary(settings, day),
+        f"night {date}: refit simulator, {settings.eval_episodes} paired episodes",
+    )
+
+
+def _require_token(settings: Any, token: str | None) -> None:
+    import hmac
+
+    if not settings.admin_token:
+        _fail(
+            "manual champion moves are disabled: set PRICING_ADMIN_TOKEN where the pipeline "
+            "runs, then pass it with --token (or PRICING_TOKEN)"
+        )
+    if not token or not hmac.compare_digest(token, settings.admin_token):
+        _fail("the admin token is missing or wrong (--token or PRICING_TOKEN)", code=3)
+
+
+TokenOpt = Annotated[
+    str | None,
+    typer.Option("--token", envvar="PRICING_TOKEN", help="admin token", show_default=False),
+]
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Option(help="version number, or 'challenger'")],
+    reason: Annotated[str, typer.Option(help="why, for the ledger")],
+    token: TokenOpt = None,
+    who: Annotated[str | None, typer.Option(help="who, for the ledger")] = None,
+    dry_run: Annotated[bool, typer.Option(help="show what would happen")] = False,
+) -> None:
+    """Make a version the champion (admin). Same path as the nightly gate: lock, compare-and-set,
+    ledger."""
+    from pipeline.lake import Lake
+    from pipeline.registry import PromotionConflict, Registry, RegistryError
+
+    settings = _settings()
+    _require_token(settings, token)
+    reg = Registry(settings, Lake.from_uri(settings.lake, settings.s3_endpoint_url))
+    try:
+        target = str(reg.resolve(version).version)
+        current = reg.champion_version()
+        if dry_run:
+            console.print(f"dry run: champion would move v{current} → v{target} ({reason})")
+            return
+        entry = reg.promote(target, current, reason, who=who)
+    except (RegistryError, PromotionConflict) as err:
+        _fail(str(err))
+    console.print(f"champion: v{entry.from_version} → v{entry.to_version} ({entry.reason})")
+
+
+@app.command()
+def rollback(
+    reason: Annotated[str, typer.Option(help="why, for the ledger")],
+    token: TokenOpt = None,
+    who: Annotated[str | None, typer.Option(help="who, for the ledger")] = None,
+    dry_run: Annotated[bool, typer.Option(help="show what would happen")] = False,
+) -> None:
+    """Point the champion back at the version it replaced (admin)."""
+    from pipeline.lake import Lake
+    from pipeline.registry import PromotionConflict, Registry, RegistryError
+
+    settings = _settings()
+    _require_token(settings, token)
+    reg = Registry(settings, Lake.from_uri(settings.lake, settings.s3_endpoint_url))
+    try:
+        if dry_run:
+            console.print(
+                f"dry run: champion would move v{reg.champion_version()} → "
+                f"v{reg.rollback_target()} ({reason})"
+            )
+            return
+        entry = reg.rollback(reason, who=who)
+    except (RegistryError, PromotionConflict) as err:
+        _fail(str(err))
+    console.print(f"rolled back: v{entry.from_version} → v{entry.to_version} ({entry.reason})")
+
+
 @app.command()
 def demo(
-    data_dir: Annotated[Path, typer.Option(help="where the lake, models and reports go")] = Path(
+    data_dir: Annotated[Path, typer.Option(help="where the lake, MLflow and reports go")] = Path(
         "data"
     ),
-    days: Annotated[int, typer.Option(min=1, help="days of synthetic history")] = 14,
-    timesteps: Annotated[int, typer.Option(min=1, help="PPO training budget")] = 2_000_000,
-    episodes: Annotated[int, typer.Option(min=1, help="evaluation episodes per policy")] = 600,
-    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    days: Annotated[int, typer.Option(min=7, help="days of synthetic history")] = 28,
+    episodes: Annotated[int, typer.Option(min=10, help="true-world episodes per policy")] = 600,
+    seed: Annotated[int, typer.Option(help="random seed of the history")] = 0,
 ) -> None:
-    """Synthetic history, a PPO agent, and the comparison table against the optimum and baselines."""
-    lake = str(data_dir / "lake")
-    model = data_dir / "models" / "ppo-demo.zip"
-    console.rule("1/3 synthetic history (rule-based pricer with 10 % exploration)")
+    """Synthetic history of a rule-based pricer, the nightly loop on its last day, and the new
+    champion measured in the true world against the optimum and the baselines."""
+    import os
+
+    os.environ.setdefault("PRICING_DATA_DIR", str(data_dir))
+    settings = _settings(data_dir=data_dir)
+    start = dt.date(2026, 1, 5)
+    last = start + dt.timedelta(days=days - 1)
+    console.rule(f"1/3 {days} days of history of the rule-based pricer (10 % exploration)")
     history(
-        world_path=None,
+        world_path=settings.world_file,
         days=days,
         skus=None,
-        lake=lake,
-        s3_endpoint_url=None,
+        lake=settings.lake,
+        s3_endpoint_url=settings.s3_endpoint_url,
         seed=seed,
-        start="2026-01-05",
+        start=start.isoformat(),
         epsilon=0.1,
     )
-    console.rule(f"2/3 training PPO for {timesteps:,} SKU-steps")
-    train(world_path=None, algo="ppo", timesteps=timesteps, seed=seed, n_envs=64, out=model)
-    console.rule("3/3 evaluation on common random numbers")
+    console.rule(f"2/3 the nightly loop for {last}")
+    try:
+        nightly(date=last.isoformat(), data_dir=data_dir, lake=settings.lake)
+    except typer.Exit as stop:
+        if stop.exit_code:
+            raise
+    console.rule("3/3 the champion in the true world (the one that generated the logs)")
     evaluate(
-        world_path=None,
-        policies=f"dp,{model},static,rule,bandit,myopic,random",
+        world_path=settings.world_file,
+        policies=f"dp,models:/{settings.model_name}@champion,static,rule,bandit,myopic,random",
         episodes=episodes,
         seed=seed + 1000,
         json_out=data_dir / "reports" / "demo.json",

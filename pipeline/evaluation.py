@@ -32,6 +32,9 @@ def resolve_policies(world: World, names: Sequence[str]) -> dict[str, tuple[Poli
         if name in baselines:
             out[name] = (baselines[name], False)
             continue
+        if name.startswith("models:/"):
+            out[name] = (AgentPolicy(_load_registered(name).model, name), True)
+            continue
         path = Path(name)
         if not path.exists():
             raise ValueError(
@@ -60,6 +63,27 @@ def run_policies(
             log(f"evaluating {name} on {episodes} episodes")
         results[name] = rollout(params, policy, episodes, seed, greedy=greedy)
     return results
+
+
+def _load_registered(uri: str) -> Any:
+    """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` from the configured registry, verified."""
+    from pipeline.lake import Lake
+    from pipeline.registry import Registry, RegistryError
+    from pipeline.settings import Settings
+
+    ref = uri.removeprefix("models:/")
+    if "@" in ref:
+        name, version = ref.split("@", 1)
+    elif "/" in ref:
+        name, version = ref.split("/", 1)
+    else:
+        raise ValueError(f"{uri}: use models:/NAME@ALIAS or models:/NAME/VERSION")
+    settings = Settings(model_name=name)
+    registry = Registry(settings, Lake.from_uri(settings.lake, settings.s3_endpoint_url))
+    try:
+        return registry.load(registry.resolve(version).version)
+    except RegistryError as err:
+        raise ValueError(f"{uri}: {err} (tracking URI {settings.tracking_uri})") from None
 
 
 def evaluate_policies(

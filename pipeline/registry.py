@@ -25,6 +25,7 @@ import os
 import subprocess
 import tempfile
 import time
+import warnings
 import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -204,6 +205,8 @@ class Registry:
     def __init__(self, settings: Settings, ledger_store: ByteStore) -> None:
         self.settings = settings
         self.name = settings.model_name
+        # progress bars of artifact downloads are noise in task logs
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         mlflow.set_tracking_uri(settings.tracking_uri)
         mlflow.set_registry_uri(settings.tracking_uri)
         self.client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
@@ -225,7 +228,8 @@ class Registry:
         self, model: BaseAlgorithm, world: World, algo: str, lineage: dict[str, str]
     ) -> ModelVersion:
         """Log the agent as a pyfunc model in the active run and register a new version."""
-        from mlflow.models import infer_signature
+        from mlflow.models import ModelSignature
+        from mlflow.types import ColSpec, Schema
 
         with tempfile.TemporaryDirectory() as tmp:
             agent_path = Path(tmp) / "agent.zip"
@@ -241,23 +245,32 @@ class Registry:
             }
             manifest_path = Path(tmp) / "manifest.json"
             manifest_path.write_text(json.dumps(manifest, indent=2))
-            import pandas as pd
-
-            example = pd.DataFrame([[0.5] * len(columns)], columns=columns)
-            example["current_price"] = 10.0
-            example["ref_price"] = 10.0
-            out = pd.DataFrame({"action": [2], "move": [0.0], "price": [10.0]})
-            info = mlflow.pyfunc.log_model(
-                name="agent",
-                python_model=str(Path(__file__).with_name("pyfunc_agent.py")),
-                artifacts={
-                    "agent": str(agent_path),
-                    "world": str(world_path),
-                    "manifest": str(manifest_path),
-                },
-                signature=infer_signature(example, out),
-                pip_requirements=[],
+            signature = ModelSignature(
+                inputs=Schema(
+                    [ColSpec("double", c) for c in [*columns, "current_price", "ref_price"]]
+                ),
+                outputs=Schema(
+                    [
+                        ColSpec("long", "action"),
+                        ColSpec("double", "move"),
+                        ColSpec("double", "price"),
+                    ]
+                ),
             )
+            with warnings.catch_warnings():
+                # the signature documents the input; an example would load the agent at log time
+                warnings.filterwarnings("ignore", message=".*input example was not provided.*")
+                info = mlflow.pyfunc.log_model(
+                    name="agent",
+                    python_model=str(Path(__file__).with_name("pyfunc_agent.py")),
+                    artifacts={
+                        "agent": str(agent_path),
+                        "world": str(world_path),
+                        "manifest": str(manifest_path),
+                    },
+                    signature=signature,
+                    pip_requirements=[],
+                )
         with tempfile.TemporaryDirectory() as tmp:
             local = mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri, dst_path=tmp)
             model_sha = directory_sha256(local)

@@ -32,21 +32,31 @@ class Settings(BaseSettings):
 
     # training
     algos: tuple[str, ...] = Field(("ppo", "dqn"), description="algorithms trained each night")
-    ppo_timesteps: int = Field(2_000_000, ge=1, description="PPO budget in SKU-steps")
+    ppo_timesteps: int = Field(5_000_000, ge=1, description="PPO budget in SKU-steps")
     dqn_timesteps: int = Field(300_000, ge=1, description="DQN budget in SKU-steps")
     train_seed: int = 0
     n_envs: int = Field(64, ge=1)
 
     # data windows
-    train_days: int = Field(28, ge=2, description="days of logs the simulator is refit on")
-    holdout_days: int = Field(2, ge=1, description="latest days held out for the fidelity gate")
+    train_days: int = Field(
+        28, ge=2, description="days of logs in the window, held-out days included"
+    )
+    holdout_days: int = Field(
+        7,
+        ge=1,
+        description="latest days held out for the fidelity gate (a week: fewer days make "
+        "the gate noisy enough to stop correct worlds)",
+    )
 
     # fidelity gate
     fidelity_max_conversion_error: float = Field(
         0.03, gt=0, description="max abs error of conversion by price bucket (weighted mean)"
     )
     fidelity_max_deviance_ratio: float = Field(
-        1.5, gt=0, description="max Poisson deviance per SKU-day of held-out daily sales"
+        1.75,
+        gt=0,
+        description="max held-out Poisson deviance of daily units per SKU over the deviance "
+        "expected if the refit world were exact (1.0 = as good as sampling noise allows)",
     )
 
     # evaluation and promotion gate
@@ -69,6 +79,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        if self.holdout_days >= self.train_days:
+            raise ValueError(
+                f"PRICING_HOLDOUT_DAYS ({self.holdout_days}) must be below PRICING_TRAIN_DAYS "
+                f"({self.train_days}): the refit needs days of its own"
+            )
         bad = [a for a in self.algos if a not in ("ppo", "dqn")]
         if bad:
             raise ValueError(f"PRICING_ALGOS: unknown algorithm {bad[0]!r}; use ppo and/or dqn")

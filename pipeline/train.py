@@ -95,7 +95,8 @@ def train_agent(
             venv,
             learning_rate=learning_rate,
             n_steps=config.n_steps,
-            batch_size=min(config.batch_size, config.n_steps * config.n_envs),
+            # at least four minibatches per epoch, so small runs still take enough gradient steps
+            batch_size=min(config.batch_size, max(64, config.n_steps * config.n_envs // 4)),
             n_epochs=config.n_epochs,
             gamma=config.gamma,
             gae_lambda=config.gae_lambda,
