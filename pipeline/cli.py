@@ -296,6 +296,33 @@ def _print_night(summary: dict[str, Any], title: str) -> None:
     Console().print(f"champion: v{decision.get('champion')}")
 
 
+def _print_demand(settings: Any, day: dt.date) -> None:
+    """The per-SKU demand fit of a transactions-only night."""
+    from pipeline.lake import Lake
+
+    lake = Lake.from_uri(settings.lake, settings.s3_endpoint_url)
+    report = json.loads(lake.read_bytes(f"reports/sim/date={day.isoformat()}/fit_report.json"))
+    demand = report["demand"]
+    table = Table(title="fitted demand (transactions only): units ~ Poisson(price^elasticity)")
+    for col in ("sku", "days", "units", "elasticity", "95% CI", "note"):
+        table.add_column(col, justify="left" if col in ("sku", "note") else "right")
+    for row in demand["skus"]:
+        if row.get("identifiable"):
+            ci = f"[{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
+            el = f"{row['elasticity']:.2f}"
+            note = "negative, as expected" if row["negative"] else "NOT negative"
+        else:
+            ci, el, note = "—", "—", row.get("reason") or "not identifiable"
+        table.add_row(str(row["sku"]), str(row["days"]), f"{row['units']:.0f}", el, ci, note)
+    Console().print(table)
+    s = demand["summary"]
+    Console().print(
+        f"{s['negative']} of {s['identifiable']} identifiable elasticities are negative "
+        f"({s['significantly_negative']} significantly); simulator price sensitivity: "
+        f"{report['segment']['source']}"
+    )
+
+
 @app.command()
 def nightly(
     date: Annotated[str, typer.Option(help="logical date YYYY-MM-DD (the last day of logs)")],
@@ -337,6 +364,8 @@ def nightly(
     if result.status == "stopped":
         console.print(f"[bold red]night {date} stopped at {result.stopped_at}:[/] {result.reason}")
         raise typer.Exit(2)
+    if result.steps.get("refit", {}).get("mode") == "transactions":
+        _print_demand(settings, day)
     _print_night(
         night_summary(settings, day),
         f"night {date}: refit simulator, {settings.eval_episodes} paired episodes",

@@ -1,0 +1,336 @@
+"""Wall time of each nightly step and of the whole night, for a stated catalogue and history length.
+
+Simulates ``--days`` days of logs of the rule-based pricer for ``--skus`` SKUs (the bundled world
+expanded with jittered copies) into a fresh local lake, then runs every step of the nightly loop
+(``pipeline.nightly``) for the last day, one function at a time, timing each with
+``time.perf_counter``. The training window is the whole history (``train_days = --days``), the last
+7 days held out. History generation is timed but is not part of the night.
+
+Also measured, outside the night:
+
+- validating one day (``validate_raw`` when every earlier day already has its validation report:
+  what a steady-state night does; the first night on a fresh lake validates every day);
+- feature-extraction throughput: ``build_features`` over the whole window's decisions and
+  transactions, in decision rows (events) per second.
+
+The goal is a night within 10 minutes for 1,000 SKUs x 90 days on 2 cores. The training budgets
+dominate the night and are printed with the results. Last lines: ``night_seconds=<x>`` and
+``feature_events_per_second=<y>``.
+
+    python bench/nightly.py [--skus 1000] [--days 90] [--seed 0] [--data-dir DIR] [--keep]
+        [--ppo-timesteps 2000000] [--dqn-timesteps 300000] [--algos ppo,dqn] [--episodes 300]
+
+Quick check: ``python bench/nightly.py --skus 20 --days 21 --ppo-timesteps 20000
+--dqn-timesteps 5000 --episodes 60``. Without ``--data-dir`` the lake, MLflow store and models go
+to a temporary folder that is removed at the end unless ``--keep``; a ``--data-dir`` must be empty
+or absent (a registry that already holds this date's candidates would skip training).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import platform
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline import nightly
+from pipeline.features import build_features
+from pipeline.lake import Lake
+from pipeline.settings import Settings
+from sim.history import generate_history
+from sim.world import load_world
+
+GOAL_SECONDS = 600.0
+GOAL_SKUS = 1000
+GOAL_DAYS = 90
+HOLDOUT_DAYS = 7
+
+
+def log(msg: str) -> None:
+    """Progress on stderr, so stdout holds only the results."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def peak_rss_gib() -> float:
+    """Peak resident memory of this process (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def load_text() -> str:
+    try:
+        one, five, _ = os.getloadavg()
+    except OSError:
+        return "n/a"
+    return f"{one:.2f} (1 min), {five:.2f} (5 min)"
+
+
+def write_history(
+    lake: Lake, world_file: Path, skus: int, days: int, seed: int, start: dt.date
+) -> tuple[int, int]:
+    """Simulate and write the raw feeds; returns (decision rows, transaction rows)."""
+    world = load_world(world_file)
+    decisions = transactions = 0
+    for i, day in enumerate(generate_history(world, days, seed, start), 1):
+        lake.write_partition("raw", "decisions", day.date, day.decisions)
+        lake.write_partition("raw", "transactions", day.date, day.transactions)
+        decisions += len(day.decisions)
+        transactions += len(day.transactions)
+        if i % 10 == 0 or i == days:
+            log(f"history: {i}/{days} days, {decisions:,} decisions")
+    return decisions, transactions
+
+
+def train_progress(algo: str) -> Callable[[int, int, float | None], None]:
+    """Log about every 10 % of a training run."""
+    next_share = [0.1]
+
+    def report(done: int, total: int, profit: float | None) -> None:
+        if done / total >= next_share[0] or done >= total:
+            shown = "n/a" if profit is None else f"{profit:,.1f}"
+            log(f"train_{algo}: {done:,}/{total:,} SKU-steps, recent episode profit {shown}")
+            while next_share[0] <= done / total:
+                next_share[0] += 0.1
+
+    return report
+
+
+def run_timed_night(
+    settings: Settings, date: dt.date, now: dt.datetime
+) -> tuple[list[tuple[str, float]], nightly.NightStopped | None, dict[str, dict[str, Any]]]:
+    """Every nightly step in order, each timed; stops at the first gate that says no."""
+    timings: list[tuple[str, float]] = []
+    outputs: dict[str, dict[str, Any]] = {}
+
+    def step(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        log(f"{name} …")
+        started = time.perf_counter()
+        try:
+            out = fn()
+        finally:
+            timings.append((name, time.perf_counter() - started))
+        outputs[name] = out
+        log(f"{name}: {timings[-1][1]:.1f}s")
+        return out
+
+    try:
+        step("validate", lambda: nightly.validate_raw(settings, date, now))
+        step("features", lambda: nightly.extract_features(settings, date, now))
+        refit = step("refit", lambda: nightly.refit_simulator(settings, date))
+        step("fidelity", lambda: nightly.check_fidelity(settings, date))
+        feed = "decisions" if refit["mode"] == "decisions" else "transactions"
+        lake = Lake.from_uri(settings.lake, settings.s3_endpoint_url)
+        lineage = {
+            "data_sha256": refit["data_sha256"],
+            "sim_params_sha256": refit["sim_params_sha256"],
+            "validation_report": lake.uri(
+                f"reports/validation/{feed}/date={date.isoformat()}/validation.json"
+            ),
+        }
+        versions: list[str] = []
+        for algo in settings.algos:
+
+            def train_one(a: str = algo) -> dict[str, Any]:
+                return nightly.train_candidate(settings, date, a, lineage, train_progress(a))
+
+            versions.append(step(f"train_{algo}", train_one)["version"])
+        step("evaluate", lambda: nightly.evaluate_candidates(settings, date, versions))
+        step("gate", lambda: nightly.promotion_gate(settings, date))
+    except nightly.NightStopped as stop:
+        return timings, stop, outputs
+    return timings, None, outputs
+
+
+def read_window(lake: Lake, dates: list[dt.date]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    decisions = pd.concat(
+        [lake.read_partition("raw", "decisions", d) for d in dates], ignore_index=True
+    )
+    transactions = pd.concat(
+        [lake.read_partition("raw", "transactions", d) for d in dates], ignore_index=True
+    )
+    return decisions, transactions
+
+
+def print_table(timings: list[tuple[str, float]], night: float) -> None:
+    print(f"{'step':<12}{'seconds':>10}{'share':>9}")
+    for name, seconds in timings:
+        share = seconds / night if night > 0 else 0.0
+        print(f"{name:<12}{seconds:>10.1f}{share:>9.1%}")
+    print(f"{'total':<12}{night:>10.1f}{1:>9.1%}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--skus", type=int, default=GOAL_SKUS, help="SKUs in the catalogue")
+    ap.add_argument(
+        "--days", type=int, default=GOAL_DAYS, help="days of history (= training window)"
+    )
+    ap.add_argument("--seed", type=int, default=0, help="seed of the catalogue and the history")
+    ap.add_argument("--start", default="2026-01-05", help="first day of the history, YYYY-MM-DD")
+    ap.add_argument("--world", type=Path, default=None, help="base world file (default: bundled)")
+    ap.add_argument("--data-dir", type=Path, default=None, help="default: a temporary folder")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary data folder")
+    ap.add_argument("--ppo-timesteps", type=int, default=2_000_000, help="PPO budget in SKU-steps")
+    ap.add_argument("--dqn-timesteps", type=int, default=300_000, help="DQN budget in SKU-steps")
+    ap.add_argument("--algos", default="ppo,dqn", help="algorithms trained, comma-separated")
+    ap.add_argument("--episodes", type=int, default=300, help="evaluation episodes per policy")
+    args = ap.parse_args()
+    if args.skus < 1:
+        ap.error(f"--skus must be >= 1 (got {args.skus})")
+    if args.days <= HOLDOUT_DAYS:
+        ap.error(f"--days must exceed the {HOLDOUT_DAYS} held-out days (got {args.days})")
+    try:
+        start = dt.date.fromisoformat(args.start)
+    except ValueError:
+        ap.error(f"--start must be a date YYYY-MM-DD (got {args.start!r})")
+    algos = tuple(a.strip() for a in args.algos.split(",") if a.strip())
+
+    logging.basicConfig(level=logging.WARNING)
+    temporary = args.data_dir is None
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-nightly-")) if temporary else args.data_dir
+    if not temporary and data_dir.exists() and any(data_dir.iterdir()):
+        ap.error(f"--data-dir {data_dir} is not empty; pass an empty or new folder")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = data_dir.resolve()
+    try:
+        run(args, algos, start, data_dir)
+    finally:
+        if temporary and not args.keep:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        else:
+            print(f"data kept in {data_dir}")
+
+
+def run(args: argparse.Namespace, algos: tuple[str, ...], start: dt.date, data_dir: Path) -> None:
+    world = load_world(args.world).expand(args.skus, args.seed)
+    world_file = data_dir / "world.json"
+    world_file.write_text(world.to_json())
+    last = start + dt.timedelta(days=args.days - 1)
+    # the night runs the morning after its logical date, so no logged timestamp is in the future
+    now = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(6), tzinfo=dt.UTC)
+    # Where data and models go is pinned here (a PRICING_* variable or a .env file must not
+    # point the run at a shared lake or registry); other PRICING_* variables still apply.
+    settings = Settings(
+        _env_file=None,
+        data_dir=data_dir,
+        lake_uri=str(data_dir / "lake"),
+        s3_endpoint_url=None,
+        world_file=world_file,
+        mlflow_tracking_uri=f"sqlite:///{data_dir / 'mlflow.db'}",
+        algos=algos,
+        ppo_timesteps=args.ppo_timesteps,
+        dqn_timesteps=args.dqn_timesteps,
+        train_days=args.days,
+        holdout_days=HOLDOUT_DAYS,
+        eval_episodes=args.episodes,
+    )
+    lake = Lake.from_uri(settings.lake)
+    print(
+        f"machine: {platform.platform()}, {platform.machine()}, {os.cpu_count()} cores, "
+        f"python {platform.python_version()}"
+    )
+    print(f"load average at start: {load_text()}")
+    print(
+        f"catalogue: {args.skus:,} SKUs ({world.name} expanded, seed {args.seed}); history: "
+        f"{args.days} days from {start} to {last}; night for {last} "
+        f"(training window {args.days} days, {HOLDOUT_DAYS} held out)"
+    )
+    budgets = []
+    if "ppo" in algos:
+        budgets.append(f"PPO {settings.ppo_timesteps:,}")
+    if "dqn" in algos:
+        budgets.append(f"DQN {settings.dqn_timesteps:,}")
+    print(
+        f"TRAINING BUDGET: {', '.join(budgets) or 'none'} SKU-steps "
+        f"({settings.n_envs} envs, seed {settings.train_seed}); "
+        f"evaluation: {settings.eval_episodes} episodes per policy"
+    )
+
+    log("generating history …")
+    started = time.perf_counter()
+    n_dec, n_tx = write_history(lake, world_file, args.skus, args.days, args.seed, start)
+    history_s = time.perf_counter() - started
+    print(
+        f"history generation (not part of the night): {history_s:.1f}s for {n_dec:,} decisions "
+        f"and {n_tx:,} transactions"
+    )
+
+    timings, stop, outputs = run_timed_night(settings, last, now)
+    night = sum(seconds for _, seconds in timings)
+
+    one_day_s: float | None = None
+    if "validate" in outputs:
+        log("validate (one day) …")
+        started = time.perf_counter()
+        nightly.validate_raw(settings, last, now)
+        one_day_s = time.perf_counter() - started
+
+    log("feature throughput …")
+    dates = [start + dt.timedelta(days=i) for i in range(args.days)]
+    decisions, transactions = read_window(lake, dates)
+    started = time.perf_counter()
+    features = build_features(decisions, transactions)
+    feature_s = time.perf_counter() - started
+    events_per_s = len(decisions) / feature_s
+    del decisions, transactions
+
+    print()
+    if stop is not None:
+        print(f"NIGHT STOPPED at step {stop.step!r}: {stop}")
+        print("timings so far:")
+    else:
+        print("night completed")
+    print_table(timings, night)
+    validated = outputs.get("validate", {}).get("validated", [])
+    if one_day_s is not None:
+        validate_s = dict(timings)["validate"]
+        steady = night - validate_s + one_day_s
+        print(
+            f"validate on this first night: {validate_s:.1f}s for {len(validated)} partitions; "
+            f"one day (both feeds, as a steady-state night): {one_day_s:.1f}s"
+        )
+        print(f"steady-state night (validate one day): {steady:.1f}s")
+    if "evaluate" in outputs:
+        ev = outputs["evaluate"]
+        print(
+            f"challenger v{ev['challenger']} vs {ev['incumbent']}: {ev['diff_mean']:+,.1f} "
+            f"per episode, 95% CI [{ev['diff_ci95'][0]:+,.1f}, {ev['diff_ci95'][1]:+,.1f}]"
+        )
+    if "gate" in outputs:
+        gate = outputs["gate"]
+        print(f"gate: promote={gate.get('promote')} moved={gate.get('moved')}")
+    at_goal_size = args.skus == GOAL_SKUS and args.days == GOAL_DAYS
+    verdict = "within" if night <= GOAL_SECONDS and stop is None else "NOT within"
+    size_note = (
+        ""
+        if at_goal_size
+        else f" (this run is {args.skus:,} SKUs x {args.days} days, not the goal's size)"
+    )
+    print(
+        f"goal: night <= {GOAL_SECONDS / 60:.0f} min for {GOAL_SKUS:,} SKUs x {GOAL_DAYS} days "
+        f"on 2 cores: {verdict} ({night:.1f}s){size_note}"
+    )
+    print(
+        f"feature extraction: {len(features):,} SKU-days from {n_dec:,} decision rows in "
+        f"{feature_s:.2f}s"
+    )
+    print(
+        f"machine: {platform.platform()}, {os.cpu_count()} cores; load average at end: "
+        f"{load_text()}; peak memory {peak_rss_gib():.1f} GiB"
+    )
+    print(f"night_seconds={night:.1f}")
+    print(f"feature_events_per_second={events_per_s:.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""`pricing promote`, `pricing rollback` (admin token) and `pricing nightly` exit codes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.lake import Lake
+from pipeline.registry import Registry, ensure_experiment
+from pipeline.settings import Settings
+from pipeline.train import TrainConfig, train_agent
+from sim.history import generate_history
+from sim.world import World
+from tests.conftest import tiny_world_dict
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "world.json").write_text(json.dumps(tiny_world_dict()))
+    monkeypatch.setenv("PRICING_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("PRICING_WORLD_FILE", str(tmp_path / "world.json"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("PRICING_TOKEN", raising=False)
+    return tmp_path
+
+
+def _two_versions(root: Path) -> list[str]:
+    import mlflow
+
+    settings = Settings(data_dir=root)
+    reg = Registry(settings, Lake.from_uri(settings.lake))
+    ensure_experiment(settings)
+    world = World.model_validate(tiny_world_dict())
+    out = []
+    for seed in (0, 1):
+        cfg = TrainConfig(
+            timesteps=384,
+            n_envs=8,
+            n_steps=48,
+            batch_size=96,
+            n_epochs=1,
+            seed=seed,
+            net_arch=(16,),
+        )
+        with mlflow.start_run():
+            mv = reg.register_candidate(
+                train_agent(world, cfg), world, "ppo", {"logical_date": f"2026-01-0{seed + 1}"}
+            )
+        out.append(str(mv.version))
+    return out
+
+
+def test_promote_and_rollback_need_the_admin_token(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    v1, v2 = _two_versions(env)
+    res = runner.invoke(app, ["promote", "--version", v1, "--reason", "first"])
+    assert res.exit_code == 1 and "PRICING_ADMIN_TOKEN" in res.output
+    monkeypatch.setenv("PRICING_ADMIN_TOKEN", "s3cret-token")
+    res = runner.invoke(app, ["promote", "--version", v1, "--reason", "first", "--token", "nope"])
+    assert res.exit_code == 3 and "token" in res.output
+    ok = ["--token", "s3cret-token"]
+    res = runner.invoke(app, ["promote", "--version", v1, "--reason", "first", *ok])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["promote", "--version", v2, "--reason", "trial", "--dry-run", *ok])
+    assert res.exit_code == 0 and "dry run" in res.output
+    settings = Settings(data_dir=env)
+    reg = Registry(settings, Lake.from_uri(settings.lake))
+    assert reg.champion_version() == v1
+    res = runner.invoke(
+        app, ["promote", "--version", v2, "--reason", "better", "--who", "ana", *ok]
+    )
+    assert res.exit_code == 0 and reg.champion_version() == v2
+    res = runner.invoke(app, ["rollback", "--reason", "conversion dropped", *ok])
+    assert res.exit_code == 0, res.output
+    assert reg.champion_version() == v1
+    assert [e.who for e in reg.ledger.entries()][1] == "ana"
+    res = runner.invoke(app, ["promote", "--version", "99", "--reason", "x", *ok])
+    assert res.exit_code == 1 and "no version 99" in res.output
+
+
+def test_nightly_exits_2_when_validation_stops_it(env: Path) -> None:
+    world = World.model_validate(tiny_world_dict())
+    lake = Lake.from_uri(str(env / "lake"))
+    start = dt.date(2026, 1, 5)
+    for day in generate_history(world, 3, 1, start):
+        dec = day.decisions
+        if day.date == start + dt.timedelta(days=2):
+            dec = dec.assign(propensity=dec["propensity"] * 20)
+        lake.write_partition("raw", "decisions", day.date, dec)
+        lake.write_partition("raw", "transactions", day.date, day.transactions)
+    res = runner.invoke(
+        app,
+        ["nightly", "--date", "2026-01-07"],
+        env={"PRICING_TRAIN_DAYS": "3", "PRICING_HOLDOUT_DAYS": "1"},
+    )
+    assert res.exit_code == 2, res.output
+    assert "stopped at validate" in res.output and "propensity" in res.output
+    assert lake.has_partition("quarantine", "decisions", start + dt.timedelta(days=2))
+    res = runner.invoke(app, ["nightly", "--date", "07/01/2026"])
+    assert res.exit_code == 1 and "YYYY-MM-DD" in res.output
