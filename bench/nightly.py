@@ -30,16 +30,20 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gc
 import logging
 import os
 import platform
 import resource
 import shutil
+import signal
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pandas as pd
@@ -105,12 +109,38 @@ def train_progress(algo: str) -> Callable[[int, int, float | None], None]:
     return report
 
 
-def run_timed_night(
-    settings: Settings, date: dt.date, now: dt.datetime
-) -> tuple[list[tuple[str, float]], nightly.NightStopped | None, dict[str, dict[str, Any]]]:
-    """Every nightly step in order, each timed; stops at the first gate that says no."""
-    timings: list[tuple[str, float]] = []
-    outputs: dict[str, dict[str, Any]] = {}
+class Interrupted(BaseException):
+    """SIGTERM (e.g. from ``timeout``) arrived: report what was measured, then stop.
+
+    A BaseException, like KeyboardInterrupt, so that libraries' ``except Exception`` handlers
+    (Great Expectations' renderers have some) do not swallow it.
+    """
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+@dataclass
+class NightTimings:
+    steps: list[tuple[str, float]] = field(default_factory=list)
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stopped: nightly.NightStopped | None = None
+    interrupted: str | None = None  # the step that was running when SIGTERM came
+    one_day_validate_s: float | None = None
+
+    @property
+    def total(self) -> float:
+        return sum(seconds for _, seconds in self.steps)
+
+
+def run_timed_night(settings: Settings, date: dt.date, now: dt.datetime) -> NightTimings:
+    """Every nightly step in order, each timed; stops at the first gate that says no.
+
+    Right after the validate step, ``validate_raw`` runs once more, outside the night's total: every
+    earlier day has its report by then, so it validates only ``date``, as a steady-state night does.
+    """
+    night = NightTimings()
 
     def step(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         log(f"{name} …")
@@ -118,15 +148,25 @@ def run_timed_night(
         try:
             out = fn()
         finally:
-            timings.append((name, time.perf_counter() - started))
-        outputs[name] = out
-        log(f"{name}: {timings[-1][1]:.1f}s")
+            night.steps.append((name, time.perf_counter() - started))
+        night.outputs[name] = out
+        log(f"{name}: {night.steps[-1][1]:.1f}s")
         return out
 
+    running = ""
     try:
+        running = "validate"
         step("validate", lambda: nightly.validate_raw(settings, date, now))
+        running = "validate (one day)"
+        started = time.perf_counter()
+        nightly.validate_raw(settings, date, now)
+        night.one_day_validate_s = time.perf_counter() - started
+        log(f"validate (one day, not counted in the night): {night.one_day_validate_s:.1f}s")
+        running = "features"
         step("features", lambda: nightly.extract_features(settings, date, now))
+        running = "refit"
         refit = step("refit", lambda: nightly.refit_simulator(settings, date))
+        running = "fidelity"
         step("fidelity", lambda: nightly.check_fidelity(settings, date))
         feed = "decisions" if refit["mode"] == "decisions" else "transactions"
         lake = Lake.from_uri(settings.lake, settings.s3_endpoint_url)
@@ -143,12 +183,17 @@ def run_timed_night(
             def train_one(a: str = algo) -> dict[str, Any]:
                 return nightly.train_candidate(settings, date, a, lineage, train_progress(a))
 
+            running = f"train_{algo}"
             versions.append(step(f"train_{algo}", train_one)["version"])
+        running = "evaluate"
         step("evaluate", lambda: nightly.evaluate_candidates(settings, date, versions))
+        running = "gate"
         step("gate", lambda: nightly.promotion_gate(settings, date))
     except nightly.NightStopped as stop:
-        return timings, stop, outputs
-    return timings, None, outputs
+        night.stopped = stop
+    except Interrupted:
+        night.interrupted = running
+    return night
 
 
 def read_window(lake: Lake, dates: list[dt.date]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -194,8 +239,13 @@ def main() -> None:
     except ValueError:
         ap.error(f"--start must be a date YYYY-MM-DD (got {args.start!r})")
     algos = tuple(a.strip() for a in args.algos.split(",") if a.strip())
+    if not algos or any(a not in ("ppo", "dqn") for a in algos):
+        ap.error(f"--algos must list ppo and/or dqn, comma-separated (got {args.algos!r})")
+    if args.episodes < 10:
+        ap.error(f"--episodes must be >= 10 (got {args.episodes})")
 
     logging.basicConfig(level=logging.WARNING)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     temporary = args.data_dir is None
     data_dir = Path(tempfile.mkdtemp(prefix="bench-nightly-")) if temporary else args.data_dir
     if not temporary and data_dir.exists() and any(data_dir.iterdir()):
@@ -203,15 +253,20 @@ def main() -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir = data_dir.resolve()
     try:
-        run(args, algos, start, data_dir)
+        status = run(args, algos, start, data_dir)
+    except Interrupted:
+        print("interrupted (SIGTERM) before the night started: nothing of the night was measured")
+        status = 143
     finally:
         if temporary and not args.keep:
             shutil.rmtree(data_dir, ignore_errors=True)
         else:
-            print(f"data kept in {data_dir}")
+            log(f"data kept in {data_dir}")
+    sys.exit(status)
 
 
-def run(args: argparse.Namespace, algos: tuple[str, ...], start: dt.date, data_dir: Path) -> None:
+def run(args: argparse.Namespace, algos: tuple[str, ...], start: dt.date, data_dir: Path) -> int:
+    """The whole benchmark; returns the exit status (143 when SIGTERM cut the night short)."""
     world = load_world(args.world).expand(args.skus, args.seed)
     world_file = data_dir / "world.json"
     world_file.write_text(world.to_json())
@@ -265,71 +320,81 @@ def run(args: argparse.Namespace, algos: tuple[str, ...], start: dt.date, data_d
         f"and {n_tx:,} transactions"
     )
 
-    timings, stop, outputs = run_timed_night(settings, last, now)
-    night = sum(seconds for _, seconds in timings)
-
-    one_day_s: float | None = None
-    if "validate" in outputs:
-        log("validate (one day) …")
-        started = time.perf_counter()
-        nightly.validate_raw(settings, last, now)
-        one_day_s = time.perf_counter() - started
-
+    # measured before the night so that a night cut short by SIGTERM still reports it
     log("feature throughput …")
     dates = [start + dt.timedelta(days=i) for i in range(args.days)]
     decisions, transactions = read_window(lake, dates)
     started = time.perf_counter()
     features = build_features(decisions, transactions)
     feature_s = time.perf_counter() - started
-    events_per_s = len(decisions) / feature_s
-    del decisions, transactions
+    events = len(decisions)
+    events_per_s = events / feature_s
+    print(
+        f"feature extraction (build_features, whole window): {len(features):,} SKU-days from "
+        f"{events:,} decision rows and {len(transactions):,} transactions in {feature_s:.2f}s"
+    )
+    del decisions, transactions, features
+    gc.collect()
+
+    night = run_timed_night(settings, last, now)
+    total = night.total
 
     print()
-    if stop is not None:
-        print(f"NIGHT STOPPED at step {stop.step!r}: {stop}")
+    if night.stopped is not None:
+        print(f"NIGHT STOPPED at step {night.stopped.step!r}: {night.stopped}")
         print("timings so far:")
+    elif night.interrupted is not None:
+        print(
+            f"NIGHT INTERRUPTED (SIGTERM) during step {night.interrupted!r}; the last row is that "
+            "step's time until then, and the total is a lower bound"
+        )
     else:
         print("night completed")
-    print_table(timings, night)
-    validated = outputs.get("validate", {}).get("validated", [])
-    if one_day_s is not None:
-        validate_s = dict(timings)["validate"]
-        steady = night - validate_s + one_day_s
+    print_table(night.steps, total)
+    if night.one_day_validate_s is not None:
+        validate_s = dict(night.steps)["validate"]
+        validated = night.outputs["validate"].get("validated", [])
         print(
             f"validate on this first night: {validate_s:.1f}s for {len(validated)} partitions; "
-            f"one day (both feeds, as a steady-state night): {one_day_s:.1f}s"
+            f"one day (both feeds, as a steady-state night validates): "
+            f"{night.one_day_validate_s:.1f}s"
         )
-        print(f"steady-state night (validate one day): {steady:.1f}s")
-    if "evaluate" in outputs:
-        ev = outputs["evaluate"]
+        if night.stopped is None and night.interrupted is None:
+            steady = total - validate_s + night.one_day_validate_s
+            print(f"steady-state night (validate one day): {steady:.1f}s")
+    if "evaluate" in night.outputs:
+        ev = night.outputs["evaluate"]
+        lo, hi = ev["diff_ci95"]
         print(
             f"challenger v{ev['challenger']} vs {ev['incumbent']}: {ev['diff_mean']:+,.1f} "
-            f"per episode, 95% CI [{ev['diff_ci95'][0]:+,.1f}, {ev['diff_ci95'][1]:+,.1f}]"
+            f"per episode, 95% CI [{lo:+,.1f}, {hi:+,.1f}]"
         )
-    if "gate" in outputs:
-        gate = outputs["gate"]
+    if "gate" in night.outputs:
+        gate = night.outputs["gate"]
         print(f"gate: promote={gate.get('promote')} moved={gate.get('moved')}")
-    at_goal_size = args.skus == GOAL_SKUS and args.days == GOAL_DAYS
-    verdict = "within" if night <= GOAL_SECONDS and stop is None else "NOT within"
+    complete = night.stopped is None and night.interrupted is None
+    if total > GOAL_SECONDS:
+        verdict = "NOT within"
+    elif complete:
+        verdict = "within"
+    else:
+        verdict = "unknown (the night did not finish)"
     size_note = (
         ""
-        if at_goal_size
-        else f" (this run is {args.skus:,} SKUs x {args.days} days, not the goal's size)"
+        if args.skus == GOAL_SKUS and args.days == GOAL_DAYS
+        else f"; this run is {args.skus:,} SKUs x {args.days} days, not the goal's size"
     )
     print(
         f"goal: night <= {GOAL_SECONDS / 60:.0f} min for {GOAL_SKUS:,} SKUs x {GOAL_DAYS} days "
-        f"on 2 cores: {verdict} ({night:.1f}s){size_note}"
-    )
-    print(
-        f"feature extraction: {len(features):,} SKU-days from {n_dec:,} decision rows in "
-        f"{feature_s:.2f}s"
+        f"on 2 cores: {verdict} ({total:.1f}s{size_note})"
     )
     print(
         f"machine: {platform.platform()}, {os.cpu_count()} cores; load average at end: "
         f"{load_text()}; peak memory {peak_rss_gib():.1f} GiB"
     )
-    print(f"night_seconds={night:.1f}")
+    print(f"night_seconds={total:.1f}")
     print(f"feature_events_per_second={events_per_s:.0f}")
+    return 143 if night.interrupted is not None else 0
 
 
 if __name__ == "__main__":

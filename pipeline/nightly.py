@@ -262,7 +262,7 @@ def train_candidate(
     """Train one algorithm in the refit simulator and register it (once per date and algo)."""
     import mlflow
 
-    from pipeline.registry import Registry, ensure_experiment, git_commit
+    from pipeline.registry import Registry, experiment, git_commit
     from pipeline.train import TrainConfig, train_agent
 
     lake = _lake(settings)
@@ -275,9 +275,8 @@ def train_candidate(
     config = TrainConfig(
         algo=algo, timesteps=budget, seed=settings.train_seed, n_envs=settings.n_envs
     )
-    ensure_experiment(settings)
     run_name = f"{algo}__{date.isoformat()}__seed{settings.train_seed}"
-    with mlflow.start_run(run_name=run_name) as run:
+    with experiment(settings), mlflow.start_run(run_name=run_name) as run:
         mlflow.log_params({f"train/{k}": v for k, v in config.as_params().items()})
         mlflow.log_params({"data/logical_date": date.isoformat(), "sim/world": world.name})
         mlflow.set_tags({"logical_date": date.isoformat(), "algo": algo, "step": "train"})
@@ -308,7 +307,7 @@ def evaluate_candidates(settings: Settings, date: dt.date, versions: list[str]) 
     import mlflow
 
     from pipeline.models import AgentPolicy
-    from pipeline.registry import Registry, ensure_experiment
+    from pipeline.registry import Registry, experiment
     from pipeline.stats import paired_bootstrap_ci
     from sim.evaluate import Rollouts, dp_values, rollout, summarize
     from sim.policies import Policy, make_baselines
@@ -364,8 +363,7 @@ def evaluate_candidates(settings: Settings, date: dt.date, versions: list[str]) 
     registry.set_challenger(best)
     _write_json(lake, _report_path("evaluation", date, "report.json"), report)
 
-    ensure_experiment(settings)
-    with mlflow.start_run(run_name=f"evaluate__{date.isoformat()}"):
+    with experiment(settings), mlflow.start_run(run_name=f"evaluate__{date.isoformat()}"):
         mlflow.set_tags({"logical_date": date.isoformat(), "step": "evaluate"})
         for name, r in report["policies"].items():
             mlflow.log_metric(f"eval/{name}/mean_profit", r["mean_profit"])

@@ -172,23 +172,40 @@ def promotion_lock(settings: Settings, timeout_s: float = 120.0) -> Iterator[Non
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def ensure_experiment(settings: Settings, name: str | None = None) -> str:
-    """Select (creating if needed) the experiment, with artifacts under ``settings.artifacts_dir``
-    for the embedded SQLite store (MLflow would otherwise write ./mlruns in the working directory).
+@contextlib.contextmanager
+def tracking(settings: Settings) -> Iterator[str]:
+    """Point MLflow's fluent API at ``settings.tracking_uri`` for the block, then restore.
+
+    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` into the process environment;
+    left there, it would leak into the next `Settings` built in the same process (an Airflow worker,
+    a test session) and point it at the wrong registry.
     """
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(settings.tracking_uri)
-    name = name or settings.experiment
-    exp = mlflow.get_experiment_by_name(name)
-    if exp is None:
-        location = None
-        if settings.tracking_uri.startswith("sqlite:"):
-            settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
-            location = settings.artifacts_dir.as_uri()
-        exp_id = mlflow.create_experiment(name, artifact_location=location)
-    else:
-        exp_id = exp.experiment_id
-    mlflow.set_experiment(experiment_id=exp_id)
-    return str(exp_id)
+    try:
+        yield settings.tracking_uri
+    finally:
+        mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None unsets it
+
+
+@contextlib.contextmanager
+def experiment(settings: Settings, name: str | None = None) -> Iterator[str]:
+    """`tracking`, with the experiment selected (created if needed, with its artifacts under
+    ``settings.artifacts_dir`` on the embedded SQLite store: MLflow would otherwise write
+    ./mlruns in the working directory)."""
+    with tracking(settings):
+        name = name or settings.experiment
+        exp = mlflow.get_experiment_by_name(name)
+        if exp is None:
+            location = None
+            if settings.tracking_uri.startswith("sqlite:"):
+                settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
+                location = settings.artifacts_dir.as_uri()
+            exp_id = mlflow.create_experiment(name, artifact_location=location)
+        else:
+            exp_id = exp.experiment_id
+        mlflow.set_experiment(experiment_id=exp_id)
+        yield str(exp_id)
 
 
 @dataclass(frozen=True)
@@ -207,8 +224,6 @@ class Registry:
         self.name = settings.model_name
         # progress bars of artifact downloads are noise in task logs
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        mlflow.set_tracking_uri(settings.tracking_uri)
-        mlflow.set_registry_uri(settings.tracking_uri)
         self.client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
         self.ledger = Ledger(ledger_store)
 
@@ -228,6 +243,12 @@ class Registry:
         self, model: BaseAlgorithm, world: World, algo: str, lineage: dict[str, str]
     ) -> ModelVersion:
         """Log the agent as a pyfunc model in the active run and register a new version."""
+        with tracking(self.settings):
+            return self._register_candidate(model, world, algo, lineage)
+
+    def _register_candidate(
+        self, model: BaseAlgorithm, world: World, algo: str, lineage: dict[str, str]
+    ) -> ModelVersion:
         from mlflow.models import ModelSignature
         from mlflow.types import ColSpec, Schema
 
@@ -304,11 +325,12 @@ class Registry:
         expected = mv.tags.get("model_sha256")
         if not expected:
             raise ModelIntegrityError(f"{self.name} v{mv.version} has no model_sha256 tag")
-        local = Path(
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{self.name}/{mv.version}", dst_path=str(dst)
+        with tracking(self.settings):
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"models:/{self.name}/{mv.version}", dst_path=str(dst)
+                )
             )
-        )
         actual = directory_sha256(local)
         if actual != expected:
             raise ModelIntegrityError(

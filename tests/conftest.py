@@ -91,3 +91,9 @@ def s3_lake_uri(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     bucket = f"lake-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
     return f"s3://{bucket}/lake"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test builds its own Settings: no tracking URI of the machine or an earlier test."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

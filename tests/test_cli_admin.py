@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.lake import Lake
-from pipeline.registry import Registry, ensure_experiment
+from pipeline.registry import Registry, experiment
 from pipeline.settings import Settings
 from pipeline.train import TrainConfig, train_agent
 from sim.history import generate_history
@@ -36,7 +36,6 @@ def _two_versions(root: Path) -> list[str]:
 
     settings = Settings(data_dir=root)
     reg = Registry(settings, Lake.from_uri(settings.lake))
-    ensure_experiment(settings)
     world = World.model_validate(tiny_world_dict())
     out = []
     for seed in (0, 1):
@@ -49,7 +48,7 @@ def _two_versions(root: Path) -> list[str]:
             seed=seed,
             net_arch=(16,),
         )
-        with mlflow.start_run():
+        with experiment(settings), mlflow.start_run():
             mv = reg.register_candidate(
                 train_agent(world, cfg), world, "ppo", {"logical_date": f"2026-01-0{seed + 1}"}
             )

@@ -23,14 +23,13 @@ def _settings(tmp: Path) -> Settings:
 def _register(reg: Registry, world: World, seed: int, date: str) -> str:
     import mlflow
 
-    from pipeline.registry import ensure_experiment
+    from pipeline.registry import experiment
 
     cfg = TrainConfig(
         timesteps=384, n_envs=8, n_steps=48, batch_size=96, n_epochs=1, seed=seed, net_arch=(16,)
     )
     model = train_agent(world, cfg)
-    ensure_experiment(reg.settings, "test")
-    with mlflow.start_run():
+    with experiment(reg.settings, "test"), mlflow.start_run():
         mv = reg.register_candidate(model, world, "ppo", {"logical_date": date, "git_commit": "x"})
     return str(mv.version)
 
