@@ -381,7 +381,13 @@ def _off_policy(
     settings: Settings, lake: Lake, date: dt.date, world: World, candidate: Any, incumbent: Any
 ) -> dict[str, Any]:
     """Off-policy (candidate − incumbent) on the held-out logged decisions, where logs exist."""
-    from pipeline.ope import decision_units, logged_market, ope_compare, target_probs
+    from pipeline.ope import (
+        RidgeRewardModel,
+        decision_units,
+        logged_market,
+        ope_compare,
+        target_probs,
+    )
 
     _, holdout = _window(settings, date)
     decisions = _read_days(lake, "decisions", holdout)
@@ -392,9 +398,11 @@ def _off_policy(
         first = lake.list_dates("raw", "decisions")[0]
         units = decision_units(decisions, world, season_start=pd.Timestamp(first, tz="UTC"))
         market = logged_market(units, world)
-        pa = target_probs(candidate, market)
-        pb = target_probs(incumbent, logged_market(units, world))
+        # agents act greedily in service, so their logged-state probabilities are greedy too
+        pa = target_probs(candidate, market, greedy=True)
+        pb = target_probs(incumbent, logged_market(units, world), greedy=True)
         cmp = ope_compare(units, pa, pb)
+        dr = ope_compare(units, pa, pb, reward_model=RidgeRewardModel(world))
     except (ValueError, KeyError) as err:
         log.warning("off-policy estimate skipped: %s", err)
         return {"ope_diff": None, "ope_ci95": None, "ope_ess": None, "ope_error": str(err)}
@@ -403,6 +411,9 @@ def _off_policy(
         "ope_ci95": list(cmp["ci95"]),
         "ope_ess": cmp["min_ess"],
         "ope_estimator": cmp["estimator"],
+        "ope_n": cmp["n"],
+        "ope_dr_diff": dr["diff"],
+        "ope_dr_ci95": list(dr["ci95"]),
     }
 
 
