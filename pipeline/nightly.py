@@ -110,6 +110,18 @@ def validate_raw(
         "raw", "transactions", date
     ):
         feeds.insert(0, "decisions")
+    for feed in ("decisions", "transactions"):
+        if lake.has_partition("quarantine", feed, date) and not lake.has_partition(
+            "raw", feed, date
+        ):
+            where = lake.partition_prefix("quarantine", feed, date)
+            raise NightStopped(
+                "validate",
+                f"{feed} {date} is in quarantine ({lake.uri(where)}); fix the export and write it "
+                "back to raw/ (or remove the quarantined copy to run the night without it) before "
+                "re-running the night.",
+                {"feed": feed, "date": date.isoformat(), "quarantine": lake.uri(where)},
+            )
     for day in [*train_days, *holdout]:
         for feed in feeds:
             marker = _report_path(f"validation/{feed}", day, "validation.json")

@@ -180,5 +180,8 @@ def test_bad_input_stops_the_night_and_quarantines(night: tuple[Settings, dict],
         if kind != "truncated":  # an unreadable file has no rows to render Data Docs for
             assert any(p.endswith(".html") for p in moved)
         assert result["reason"]
+        # re-running the date does not quietly go on without the quarantined partition
+        again = run_night(settings, day).to_dict()
+        assert again["status"] == "stopped" and "in quarantine" in again["reason"]
     finally:
         lake.write_partition("raw", "decisions", day, original)

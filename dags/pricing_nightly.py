@@ -1,0 +1,272 @@
+"""
+### Pricing: the nightly retrain
+
+One run per night, one task per step of `pipeline.nightly`:
+
+```
+validate ─► features ─► refit ─► fidelity ─► algorithms ─► train[ppo] ─┐
+   (GX gate)  (asset)   (simulator)  (gate)                 train[dqn] ─┴► evaluate ─► gate
+                                                                                    (champion move)
+validate / features / refit / fidelity ──(one failed)──► night_stopped
+```
+
+**Which day.** The run whose *logical date* is day `D` processes the raw logs of the UTC day `D`
+(`raw/<feed>/date=D/`), and its reports land under `reports/*/date=D/`. The schedule
+(`PRICING_NIGHTLY_CRON`, default `0 2 * * *`, UTC) is a data-interval timetable: the run for `D`
+starts at the end of its interval, at 02:00 on `D+1`, when the day's logs are complete. A manual
+run takes the logical date picked in the trigger form; a run triggered without one processes the
+day before it started. An invalid cron expression shows as an import error of this file.
+
+**Gates.** A step that stops the night (bad raw partition, bad features, no logs, a refit simulator
+that does not reproduce the held-out days) fails *without retries*, with the reason as the last
+line of its log; every later step is `upstream_failed`, so nothing is trained or promoted and the
+champion is untouched; the run is marked failed. The `night_stopped` task then runs and repeats
+the reason (step, message, quarantine path) in its log and as its XCom, so the grid shows in one
+place that a gate, not an error, ended the night. A bad partition is already in `quarantine/`
+with its validation report beside it: fix the export, put it back under `raw/` and clear the run.
+`night_stopped` is skipped on a good night, and on a night that failed for an error (its retries
+spent), which is not a gate decision.
+
+**Promotion.** `gate` promotes the challenger only when the lower CI bound of (candidate −
+champion) profit clears the margin and the guardrails hold; the move is compare-and-set under the
+registry's lock and runs in the Airflow pool `pricing_promotion` (one slot, shared with the
+`pricing_promote` DAG). Create it once: `airflow pools set pricing_promotion 1 "champion moves"`.
+A "keep the champion" decision is a successful run: the decision is in
+`reports/gate/date=D/decision.json` and in the task's XCom.
+
+**Assets.** `features` updates `pricing://features`, each `train` task `pricing://candidate-model`;
+`pricing://champion` gets an event only when the champion actually moves.
+
+**Errors** that are not gate decisions (S3 or the MLflow server out of reach, a killed worker)
+are retried twice, at least 5 then 10 minutes later (exponential back-off). A night still
+running after 20 hours is failed, so that it cannot hold back the next one (one active run at a
+time).
+
+**Re-runs.** Every step overwrites its own outputs for `D` and reuses a model version already
+registered for `(D, algo)`: clearing a run never duplicates rows, versions or champion moves.
+XCom carries URIs, versions and metrics only.
+
+Configuration comes from the worker's `PRICING_*` environment (see `pipeline.settings`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import (
+    Asset,
+    AssetAlias,
+    CronDataIntervalTimetable,
+    TriggerRule,
+    dag,
+    get_current_context,
+    task,
+)
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SCHEDULE = os.environ.get("PRICING_NIGHTLY_CRON", "0 2 * * *")
+PROMOTION_POOL = "pricing_promotion"
+FEATURES = Asset("pricing://features")
+CANDIDATE_MODEL = Asset("pricing://candidate-model")
+CHAMPION = Asset("pricing://champion")
+# Events on the champion only when it moves: an alias lets the task decide at run time.
+CHAMPION_MOVES = AssetAlias("pricing-champion-moves")
+GATED_STEPS = ("validate", "features", "refit", "fidelity")
+STOP_KEY = "night_stopped"
+_MAX_DETAILS_CHARS = 4000  # stop details beyond this stay in the lake's reports, not in XCom
+
+
+def _night() -> dt.date:
+    """The UTC day whose logs this run processes (see the DAG's documentation)."""
+    context = get_current_context()
+    logical = context.get("logical_date")
+    if logical is not None:
+        return logical.astimezone(dt.UTC).date()
+    return (context["dag_run"].run_after.astimezone(dt.UTC) - dt.timedelta(days=1)).date()
+
+
+def _settings() -> Settings:
+    from pipeline.settings import Settings
+
+    return Settings()
+
+
+def _small(details: dict[str, Any]) -> dict[str, Any]:
+    """JSON-safe stop details, trimmed to scalars when the whole would bloat XCom."""
+    safe: dict[str, Any] = json.loads(json.dumps(details, default=str))
+    if len(json.dumps(safe)) <= _MAX_DETAILS_CHARS:
+        return safe
+    return {k: v for k, v in safe.items() if isinstance(v, str | int | float | bool)}
+
+
+def _gated(step: Callable[[Settings, dt.date], dict[str, Any]]) -> dict[str, Any]:
+    """Run one pipeline step for tonight. A gate that says no fails the task for good: a retry
+    would meet a quarantined partition instead of the bad one, and the reason must stay visible."""
+    from pipeline.nightly import NightStopped
+
+    night = _night()
+    try:
+        return step(_settings(), night)
+    except NightStopped as stop:
+        record = {
+            "date": night.isoformat(),
+            "step": stop.step,
+            "reason": str(stop),
+            "details": _small(stop.details),
+        }
+        get_current_context()["ti"].xcom_push(key=STOP_KEY, value=record)
+        log.error("night %s stopped at %s: %s", night, stop.step, stop)
+        raise AirflowFailException(f"night {night} stopped at {stop.step}: {stop}") from None
+
+
+def _training_progress(algo: str) -> Callable[[int, int, float | None], None]:
+    """Log training progress about every tenth of the budget."""
+    next_share = [0.1]
+
+    def report(done: int, total: int, profit: float | None) -> None:
+        if done >= next_share[0] * total:
+            shown = "n/a" if profit is None else f"{profit:.1f}"
+            log.info("%s: %d/%d SKU-steps, recent episode profit %s", algo, done, total, shown)
+            next_share[0] = done / total + 0.1
+
+    return report
+
+
+@dag(
+    dag_id="pricing_nightly",
+    schedule=CronDataIntervalTimetable(SCHEDULE, timezone="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=dt.timedelta(hours=20),
+    default_args={
+        "owner": "pricing",
+        "retries": 2,
+        "retry_delay": dt.timedelta(minutes=5),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": dt.timedelta(hours=1),
+    },
+    tags=["pricing", "nightly", "training"],
+    doc_md=__doc__,
+)
+def pricing_nightly() -> None:
+    @task
+    def validate() -> dict[str, Any]:
+        """Great Expectations on the night's raw feeds; a bad partition goes to quarantine."""
+        from pipeline.nightly import validate_raw
+
+        return _gated(validate_raw)
+
+    @task(outlets=[FEATURES])
+    def features() -> dict[str, Any]:
+        """Features per SKU-day for the night, validated, written to the lake."""
+        from pipeline.nightly import extract_features
+
+        out = _gated(extract_features)
+        get_current_context()["outlet_events"][FEATURES].extra = {
+            "date": _night().isoformat(),
+            **out,
+        }
+        return out
+
+    @task
+    def refit() -> dict[str, Any]:
+        """Fit the market simulator to the training window; returns its lineage for training."""
+        from pipeline.nightly import _lake, _report_path, refit_simulator
+
+        out = _gated(refit_simulator)
+        settings, feed = _settings(), f"validation/{out['mode']}"
+        report = _report_path(feed, _night(), "validation.json")
+        return {**out, "validation_report": _lake(settings).uri(report)}
+
+    @task
+    def fidelity() -> dict[str, Any]:
+        """The refit simulator must reproduce the held-out days."""
+        from pipeline.nightly import check_fidelity
+
+        return _gated(check_fidelity)
+
+    @task
+    def algorithms() -> list[str]:
+        """The algorithms trained tonight (`PRICING_ALGOS`): one mapped `train` task each."""
+        return list(_settings().algos)
+
+    # Airflow copies a docstring into doc_md for unmapped tasks only: mapped ones pass it here.
+    @task(
+        outlets=[CANDIDATE_MODEL],
+        map_index_template="{{ algo }}",
+        doc_md="Train one algorithm in the refit simulator and register it (once per night and algo).",
+    )
+    def train(algo: str, fitted: dict[str, Any]) -> dict[str, Any]:
+        from pipeline.nightly import train_candidate
+
+        context = get_current_context()
+        context["algo"] = algo  # type: ignore[typeddict-unknown-key]  # labels the map index
+        lineage = {k: fitted[k] for k in ("data_sha256", "sim_params_sha256", "validation_report")}
+        night = _night()
+        out = train_candidate(_settings(), night, algo, lineage, _training_progress(algo))
+        context["outlet_events"][CANDIDATE_MODEL].extra = {"date": night.isoformat(), **out}
+        return out
+
+    @task
+    def evaluate(trained: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Candidates vs champion vs baselines on paired seeds; picks the challenger."""
+        from pipeline.nightly import evaluate_candidates
+
+        # one slice read: iterating the lazy sequence would probe one index past its end
+        versions = [t["version"] for t in trained[:]]
+        return evaluate_candidates(_settings(), _night(), versions)
+
+    @task(pool=PROMOTION_POOL, outlets=[CHAMPION_MOVES])
+    def gate(evaluation: dict[str, Any]) -> dict[str, Any]:
+        """The promotion gate; moves `champion` (compare-and-set, ledger) when the evidence holds."""
+        from pipeline.nightly import promotion_gate
+
+        night = _night()
+        decision = promotion_gate(_settings(), night)
+        log.info("gate for %s: %s", night, decision["reason"])
+        if decision.get("moved"):
+            extra: dict[str, Any] = {
+                "version": decision["champion"],
+                "date": night.isoformat(),
+                "by": "nightly",
+            }
+            get_current_context()["outlet_events"][CHAMPION_MOVES].add(CHAMPION, extra=extra)
+        return json.loads(json.dumps(decision, default=str))
+
+    @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0)
+    def night_stopped() -> dict[str, Any]:
+        """Runs when a gated step failed: repeats why the night stopped, or skips on an error."""
+        ti = get_current_context()["ti"]
+        records = ti.xcom_pull(task_ids=list(GATED_STEPS), key=STOP_KEY) or []
+        stops = [r for r in records if r]
+        if not stops:
+            raise AirflowSkipException(
+                "no gate stopped the night: a step failed with an error; see its log"
+            )
+        stop: dict[str, Any] = stops[0]
+        log.warning("night %s stopped at %s: %s", stop["date"], stop["step"], stop["reason"])
+        log.warning("the champion is unchanged; details: %s", json.dumps(stop["details"]))
+        return stop
+
+    checked = validate()
+    feats = features()
+    fitted = refit()
+    faithful = fidelity()
+    algos = algorithms()
+    checked >> feats >> fitted >> faithful >> algos
+    trained = train.partial(fitted=fitted).expand(algo=algos)
+    gate(evaluate(trained))
+    [checked, feats, fitted, faithful] >> night_stopped()
+
+
+pricing_nightly()

@@ -1,0 +1,105 @@
+"""Airflow for the DAG tests: a fresh ``AIRFLOW_HOME`` with a SQLite metadata DB, once a session.
+
+Airflow reads its home and database at import, so every test imports it inside a fixture or a
+test body, after `airflow_env` has pointed the environment at the session's temporary home.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from airflow.models.dagrun import DagRun
+
+REPO = Path(__file__).resolve().parents[2]
+DAGS = REPO / "dags"
+PROMOTION_POOL = "pricing_promotion"
+
+
+def airflow_env(home: Path) -> dict[str, str]:
+    """The variables that make an Airflow of its own under ``home``, reading the repo's DAGs."""
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+    }
+
+
+@pytest.fixture(scope="session")
+def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    home = tmp_path_factory.mktemp("airflow")
+    if "airflow" in sys.modules:
+        from airflow import settings
+
+        if str(home) not in str(settings.SQL_ALCHEMY_CONN):
+            pytest.fail("airflow was imported before the DAG tests set AIRFLOW_HOME")
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in airflow_env(home).items():
+            mp.setenv(name, value)
+        yield home
+
+
+@pytest.fixture(scope="session")
+def airflow_db(airflow_home: Path) -> None:
+    """The metadata DB migrated, and the promotion pool the DAGs use."""
+    from airflow.models.pool import Pool
+    from airflow.utils.db import initdb
+
+    initdb()
+    Pool.create_or_update_pool(
+        PROMOTION_POOL, 1, "champion moves: pricing_promote and the nightly gate", False
+    )
+
+
+def run_dag(dag_id: str, **kwargs: Any) -> DagRun:
+    """``dag.test()`` with retries off: a failing task ends the run instead of waiting to retry."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(str(DAGS))
+    assert not bag.import_errors, bag.import_errors
+    dag = bag.dags[dag_id]
+    for op in dag.tasks:
+        op.retries = 0
+    return dag.test(**kwargs)
+
+
+def task_states(run: DagRun) -> dict[str, str]:
+    """``task_id`` (``task_id[label]`` for mapped ones) → state."""
+    out = {}
+    for ti in run.get_task_instances():
+        name = ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.rendered_map_index}]"
+        out[name] = str(getattr(ti.state, "value", ti.state))
+    return out
+
+
+def xcom(run: DagRun, task_id: str, key: str = "return_value") -> Any:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.scalars(
+            XComModel.get_many(run_id=run.run_id, key=key, task_ids=task_id, dag_ids=run.dag_id)
+        ).first()
+        return None if row is None else XComModel.deserialize_value(row)
+
+
+def asset_events(name: str) -> list[dict[str, Any]]:
+    """The ``extra`` of every event of the asset named ``name``, oldest first."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        query = (
+            select(AssetEvent.extra)
+            .join(AssetEvent.asset)
+            .where(AssetModel.name == name)
+            .order_by(AssetEvent.id)
+        )
+        return [dict(extra) for extra in session.scalars(query)]

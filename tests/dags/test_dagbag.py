@@ -1,0 +1,108 @@
+"""Every DAG file parses, is documented and retried, and does no work at import."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.dags.conftest import DAGS, PROMOTION_POOL, REPO, airflow_env
+
+if TYPE_CHECKING:
+    from airflow.dag_processing.dagbag import DagBag
+
+EXPECTED = {"pricing_nightly", "pricing_promote"}
+HEAVY = ("pipeline", "sim", "mlflow", "torch", "stable_baselines3", "great_expectations", "pandas")
+
+
+@pytest.fixture(scope="module")
+def dagbag(airflow_home: Path) -> DagBag:
+    # imported here: Airflow reads AIRFLOW_HOME at import, after `airflow_home` has set it
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(str(DAGS))
+
+
+def test_no_import_errors(dagbag: DagBag) -> None:
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dag_ids) >= EXPECTED
+
+
+def test_every_dag_has_tags_retries_and_docs(dagbag: DagBag) -> None:
+    for dag_id in dagbag.dag_ids:
+        dag = dagbag.dags[dag_id]
+        assert dag.tags, dag_id
+        assert dag.doc_md and len(dag.doc_md) > 200, dag_id
+        assert dag.default_args.get("retries", 0) >= 1, dag_id
+        assert dag.default_args.get("retry_exponential_backoff", 0) > 1, dag_id
+        assert dag.max_active_runs == 1 and not dag.catchup, dag_id
+        for op in dag.tasks:
+            assert op.doc_md, f"{dag_id}.{op.task_id} has no docstring"
+
+
+def test_nightly_wiring(dagbag: DagBag) -> None:
+    dag = dagbag.dags["pricing_nightly"]
+    down = {t.task_id: set(t.downstream_task_ids) for t in dag.tasks}
+    assert down == {
+        "validate": {"features", "night_stopped"},
+        "features": {"refit", "night_stopped"},
+        "refit": {"fidelity", "train", "night_stopped"},
+        "fidelity": {"algorithms", "night_stopped"},
+        "algorithms": {"train"},
+        "train": {"evaluate"},
+        "evaluate": {"gate"},
+        "gate": set(),
+        "night_stopped": set(),
+    }
+    tasks = dag.task_dict
+    assert tasks["train"].is_mapped
+    assert tasks["gate"].pool == PROMOTION_POOL
+    assert tasks["night_stopped"].trigger_rule == "one_failed"
+    outlets = {tid: [o.name for o in t.outlets] for tid, t in tasks.items()}
+    assert outlets["features"] == ["pricing://features"]
+    assert outlets["train"] == ["pricing://candidate-model"]
+    assert outlets["gate"] == ["pricing-champion-moves"]
+    assert getattr(dag.timetable, "expression", None) == "0 2 * * *"
+
+
+def test_promote_params_and_pool(dagbag: DagBag) -> None:
+    dag = dagbag.dags["pricing_promote"]
+    assert not dag.timetable.can_be_scheduled
+    schema = {k: dag.params.get_param(k).schema for k in dag.params}
+    assert schema["action"]["enum"] == ["promote", "rollback"]
+    assert schema["reason"]["minLength"] >= 10
+    assert schema["dry_run"]["type"] == "boolean"
+    (op,) = dag.tasks
+    assert op.pool == PROMOTION_POOL
+
+
+def _parse_in_subprocess(home: Path, extra_env: dict[str, str]) -> dict[str, object]:
+    """Parse the DAG folder as the DAG processor does, in a fresh interpreter."""
+    code = f"""
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag({str(DAGS)!r})
+print(json.dumps({{
+    "errors": bag.import_errors,
+    "schedules": {{i: getattr(d.timetable, "expression", None) for i, d in bag.dags.items()}},
+    "heavy": sorted(m for m in {HEAVY!r} if m in sys.modules),
+}}))
+"""
+    env = {**os.environ, **airflow_env(home), **extra_env}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_parsing_imports_nothing_heavy_and_reads_the_cron(airflow_home: Path) -> None:
+    """A DAG file's import pulls in no pipeline, MLflow, torch or GX: those load inside tasks."""
+    got = _parse_in_subprocess(airflow_home, {"PRICING_NIGHTLY_CRON": "30 3 * * 1-5"})
+    assert got["errors"] == {} and got["heavy"] == [], got
+    assert got["schedules"] == {"pricing_nightly": "30 3 * * 1-5", "pricing_promote": None}
