@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sim.evaluate import Rollouts, dp_values, rollout, summarize
+from sim.evaluate import Rollouts, dp_values, episode_skus, rollout, summarize
 from sim.policies import POLICY_NAMES, Policy, make_baselines
 from sim.world import World
 
@@ -19,14 +19,17 @@ def _dp_tractable(world: World) -> bool:
     return int((p.capacity + 1).sum()) * p.T * p.L * p.C <= DP_MAX_STATES
 
 
-def resolve_policies(world: World, names: Sequence[str]) -> dict[str, tuple[Policy, bool]]:
+def resolve_policies(
+    world: World, names: Sequence[str], episodes: int | None = None
+) -> dict[str, tuple[Policy, bool]]:
     """Map each name to (policy, greedy). Baseline names build baselines; anything else is a path
     to a saved agent (its SHA-256 is checked before loading)."""
     from pipeline.models import AgentPolicy, load_agent
 
     params = world.compile()
     base_names = [n for n in names if n in POLICY_NAMES]
-    baselines = make_baselines(params, base_names)
+    used = None if episodes is None else sorted(set(episode_skus(params, episodes).tolist()))
+    baselines = make_baselines(params, base_names, skus=used)
     out: dict[str, tuple[Policy, bool]] = {}
     for name in names:
         if name in baselines:
@@ -58,7 +61,7 @@ def run_policies(
         raise ValueError(f"episodes must be >= 1 (got {episodes})")
     params = world.compile()
     results: dict[str, Rollouts] = {}
-    for name, (policy, greedy) in resolve_policies(world, names).items():
+    for name, (policy, greedy) in resolve_policies(world, names, episodes).items():
         if log:
             log(f"evaluating {name} on {episodes} episodes")
         results[name] = rollout(params, policy, episodes, seed, greedy=greedy)

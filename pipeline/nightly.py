@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipeline.lake import Lake
@@ -98,7 +99,7 @@ def validate_raw(
     Days of the training window validated on earlier nights keep their report; any day without
     one is validated now, so nothing unvalidated reaches the simulator.
     """
-    from pipeline.validation import quarantine_partition, read_and_validate
+    from pipeline.validation import quarantine_partition, read_and_validate, validate_partition
 
     lake = _lake(settings)
     now = now or dt.datetime.now(dt.UTC)
@@ -127,8 +128,14 @@ def validate_raw(
             marker = _report_path(f"validation/{feed}", day, "validation.json")
             if day != date and (lake.exists(marker) or not lake.has_partition("raw", feed, day)):
                 continue
-            _, result = read_and_validate(lake, feed, day, now, n_actions=n_actions)
+            # Data Docs are rendered only for a partition that goes to quarantine
+            df, result = read_and_validate(
+                lake, feed, day, now, n_actions=n_actions, data_docs=False
+            )
             if not result.success:
+                result = validate_partition(
+                    feed, df, day, now, read_error=result.read_error, n_actions=n_actions
+                )
                 where = quarantine_partition(lake, feed, day, result)
                 raise NightStopped(
                     "validate",
@@ -321,7 +328,7 @@ def evaluate_candidates(settings: Settings, date: dt.date, versions: list[str]) 
     from pipeline.models import AgentPolicy
     from pipeline.registry import Registry, experiment
     from pipeline.stats import paired_bootstrap_ci
-    from sim.evaluate import Rollouts, dp_values, rollout, summarize
+    from sim.evaluate import Rollouts, dp_values, episode_skus, rollout, summarize
     from sim.policies import Policy, make_baselines
 
     lake = _lake(settings)
@@ -337,7 +344,8 @@ def evaluate_candidates(settings: Settings, date: dt.date, versions: list[str]) 
             AgentPolicy(registry.load(champion).model, f"v{champion}"),
             True,
         )
-    for name, pol in make_baselines(params, ["rule", "static"]).items():
+    used = np.unique(episode_skus(params, settings.eval_episodes))
+    for name, pol in make_baselines(params, ["rule", "static"], skus=used.tolist()).items():
         policies[name] = (pol, False)
     results: dict[str, Rollouts] = {
         name: rollout(params, pol, settings.eval_episodes, settings.eval_seed, greedy=greedy)

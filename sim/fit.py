@@ -244,18 +244,19 @@ class _Panel:
 def _panel(world: World, decisions: pd.DataFrame) -> _Panel:
     _require(decisions, DECISION_FIELDS, "decisions")
     df = decisions[list(DECISION_FIELDS)].copy()
-    bad = sorted(set(df["outcome"].astype(str)) - set(OUTCOMES))
+    # unique() before any per-element Python work: logs run to tens of millions of rows
+    bad = sorted(set(df["outcome"].astype(str).unique()) - set(OUTCOMES))
     if bad:
         raise FitError(f"decisions.outcome has unknown value(s) {bad}; expected {list(OUTCOMES)}")
     seg_names = [s.name for s in world.segments]
-    unknown_seg = sorted(set(df["segment"].astype(str)) - set(seg_names))
+    unknown_seg = sorted(set(df["segment"].astype(str).unique()) - set(seg_names))
     if unknown_seg:
         raise FitError(
             f"decisions.segment has segment(s) {unknown_seg} that the world lacks "
             f"(world segments: {seg_names}); add them to the base world"
         )
     catalogue = {s.id: i for i, s in enumerate(world.skus)}
-    unknown_sku = sorted(set(df["sku"].astype(str)) - set(catalogue))
+    unknown_sku = sorted(set(df["sku"].astype(str).unique()) - set(catalogue))
     if unknown_sku:
         shown = unknown_sku[:10]
         more = f" and {len(unknown_sku) - 10} more" if len(unknown_sku) > 10 else ""
@@ -267,10 +268,13 @@ def _panel(world: World, decisions: pd.DataFrame) -> _Panel:
     df["ts"] = pd.to_datetime(df["ts"], utc=True)
     df["sku"] = df["sku"].astype(str)
     df["period"] = df["ts"].dt.floor(f"{step}h")
-    df["s"] = df["segment"].astype(str).map({n: i for i, n in enumerate(seg_names)})
-    ids = tuple(sorted(set(df["sku"])))
-    df["k"] = df["sku"].map({sku: i for i, sku in enumerate(ids)})
-    df["ref"] = df["sku"].map({s.id: s.ref_price for s in world.skus}).astype(float)
+    seg_codes = pd.Categorical(df["segment"].astype(str), categories=seg_names).codes
+    df["s"] = seg_codes.astype(np.int64)
+    codes, uniques = pd.factorize(df["sku"], sort=True)
+    ids = tuple(str(u) for u in uniques)
+    df["k"] = codes
+    ref_of = {s.id: s.ref_price for s in world.skus}
+    df["ref"] = np.array([ref_of[i] for i in ids], dtype=float)[codes]
     for col in ("price_shown", "competitor_price", "base_price"):
         df[col] = df[col].astype(float)
     if (df[["price_shown", "competitor_price", "ref"]] <= 0).any().any():

@@ -93,9 +93,18 @@ class StaticPolicy(Policy):
 
     name = "static"
 
-    def __init__(self, params: MarketParams, targets: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        params: MarketParams,
+        targets: np.ndarray | None = None,
+        skus: Sequence[int] | None = None,
+    ) -> None:
+        """``skus`` limits the (exact, per-SKU) search to the SKUs that will be evaluated; the
+        others keep the initial price."""
         if targets is None:
-            targets = np.array([best_static_level(params, k)[0] for k in range(params.K)])
+            targets = np.full(params.K, params.initial_level, dtype=np.int64)
+            for k in range(params.K) if skus is None else sorted(set(skus)):
+                targets[k] = best_static_level(params, int(k))[0]
         self.targets = np.asarray(targets, dtype=np.int64)
         self.moves = move_table(params)
         self.n_actions = params.A
@@ -273,8 +282,12 @@ class BanditPolicy(Policy):
         self.beta[rows, arm[rows]] += outcome.views[rows].sum(axis=1)
 
 
-def make_baselines(params: MarketParams, names: Sequence[str]) -> dict[str, Policy]:
-    """Build the named baseline policies for a world (solving the DP once if any needs it)."""
+def make_baselines(
+    params: MarketParams, names: Sequence[str], skus: Sequence[int] | None = None
+) -> dict[str, Policy]:
+    """Build the named baseline policies for a world (solving the DP once if any needs it).
+
+    ``skus``: only these SKUs will be evaluated (the static search is per SKU and costly)."""
     unknown = [n for n in names if n not in POLICY_NAMES]
     if unknown:
         raise ValueError(
@@ -294,7 +307,7 @@ def make_baselines(params: MarketParams, names: Sequence[str]) -> dict[str, Poli
         elif name == "rule":
             out[name] = RulePolicy(params)
         elif name == "static":
-            out[name] = StaticPolicy(params)
+            out[name] = StaticPolicy(params, skus=skus)
         elif name == "bandit":
             out[name] = BanditPolicy(params)
         elif name == "random":
