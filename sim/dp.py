@@ -196,9 +196,58 @@ def _move_toward(params: MarketParams, level: int, target: int) -> int:
     return int(best)
 
 
+def static_values(params: MarketParams, k: int, tail: float = 1e-15) -> np.ndarray:
+    """Exact expected profit of every fixed target level at once (shape (L,)), as
+    `evaluate_price_path` of each `static_path`, batched over the targets.
+
+    Demand beyond the point where its Poisson tail is below ``tail`` is folded into the last
+    counted value, which changes values by at most ``tail`` x the largest value-to-go; that keeps
+    the cost at O(T x L x C x I x D) with D the demand range instead of the inventory range.
+    """
+    p = params
+    T, L, C = p.T, p.L, p.C
+    cap = int(p.capacity[k])
+    n_inv = cap + 1
+    inv = np.arange(n_inv)
+    levels = np.stack([static_path(p, lv) for lv in range(L)])  # (paths, T)
+    prev = np.concatenate([np.full((L, 1), p.initial_level), levels[:, :-1]], axis=1)
+    d_all = np.arange(n_inv)
+    V = np.zeros((L, n_inv, C))
+    if p.clear_max_left[k] >= 0:
+        V += (p.clear_bonus[k] * (inv <= p.clear_max_left[k]))[None, :, None]
+    for t in range(T - 1, -1, -1):
+        lo, ln = prev[:, t], levels[:, t]
+        ab = p.abandon[lo, ln]  # (paths,)
+        carts = p.cart_rate[k, t][ln]  # (paths, C)
+        mean = carts * (1.0 - ab)[:, None]
+        n_d = int(min(n_inv, stats.poisson.isf(tail, max(float(mean.max()), 1e-12)) + 2))
+        d = d_all[:n_d]
+        pmf = stats.poisson.pmf(d[None, None, :], mean[..., None])  # (paths, C, D)
+        sf = stats.poisson.sf(d_all[None, None, :], mean[..., None])  # (paths, C, I)
+        if n_d > 1:
+            pmf[..., n_d - 1] = sf[..., n_d - 2]
+        else:
+            pmf[..., 0] = 1.0
+        exp_sold = np.concatenate([np.zeros((L, C, 1)), np.cumsum(sf, axis=2)[..., :-1]], axis=2)
+        unit_margin = p.ref_price[k] * p.ratios[ln] - p.unit_cost[k]  # (paths,)
+        reward = (
+            p.margin_weight * exp_sold * unit_margin[:, None, None]
+            - p.abandon_cost * (carts * ab[:, None])[..., None] * (inv > 0)[None, None, :]
+            - p.change_cost[k] * (lo != ln).astype(float)[:, None, None]
+        )  # (paths, C, I)
+        nxt = V
+        if t + 1 < T and p.restock[k, t + 1]:
+            nxt = V[:, np.minimum(inv + p.restock[k, t + 1], cap)]
+        W = (nxt @ p.comp_P.T).transpose(0, 2, 1)  # (paths, C, I): over the next competitor state
+        left = np.maximum(inv[:, None] - d[None, :], 0)  # (I, D)
+        EV = np.einsum("pcd,pcid->pci", pmf, W[:, :, left])
+        V = (reward + EV).transpose(0, 2, 1)
+    return np.asarray(V[:, int(p.initial_inventory[k]), p.comp_initial])
+
+
 def best_static_level(params: MarketParams, k: int) -> tuple[int, float]:
     """The fixed price level (reached as fast as possible from the start) with the best expected
     profit, found by exact evaluation of every level."""
-    values = [evaluate_price_path(params, k, static_path(params, lv)) for lv in range(params.L)]
+    values = static_values(params, k)
     best = int(np.argmax(values))
     return best, float(values[best])

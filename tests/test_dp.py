@@ -65,3 +65,13 @@ def test_higher_cost_never_lowers_the_optimal_price(tiny_world: World) -> None:
     lb, _ = best_static_level(pb, 0)
     ld, _ = best_static_level(pd_, 0)
     assert ld >= lb
+
+
+def test_batched_static_values_match_single_path_evaluation(tiny_world: World) -> None:
+    from sim.dp import static_values
+
+    p = tiny_world.compile()
+    for k in range(p.K):
+        batched = static_values(p, k)
+        single = [evaluate_price_path(p, k, static_path(p, lv)) for lv in range(p.L)]
+        assert np.allclose(batched, single, rtol=1e-12, atol=1e-9)
