@@ -160,7 +160,7 @@ def ingest(
         table.add_row("dates", f"{len(report.dates)}  {span}".rstrip())
     shown = ", ".join(report.skus[:8]) + (" …" if len(report.skus) > 8 else "")
     table.add_row("SKUs", f"{len(report.skus)}  {shown}".rstrip())
-    Console().print(table)
+    _out().print(table)
     if report.rows_read - report.rows_written:
         console.print(
             f"rejected rows and returns, with reasons: {report.rejects_uri}", soft_wrap=True
@@ -194,7 +194,12 @@ def _print_report(report: dict[str, Any], title: str) -> None:
             f"{r['mean_units']:.1f}",
             f"{r['price_changes_per_episode']:.1f}",
         )
-    Console().print(table)
+    _out().print(table)
+
+
+def _out() -> Console:
+    """Standard output; wide enough for the tables when it is not a terminal (logs, make)."""
+    return Console() if sys.stdout.isatty() else Console(width=120)
 
 
 @app.command()
@@ -292,8 +297,8 @@ def _print_night(summary: dict[str, Any], title: str) -> None:
     _print_report(summary["report"], title)
     decision = summary["decision"]
     verdict = "[bold green]PROMOTED[/]" if decision.get("moved") else "[bold yellow]KEPT[/]"
-    Console().print(f"gate: {verdict} — {decision['reason']}")
-    Console().print(f"champion: v{decision.get('champion')}")
+    _out().print(f"gate: {verdict} — {decision['reason']}")
+    _out().print(f"champion: v{decision.get('champion')}")
 
 
 def _print_demand(settings: Any, day: dt.date) -> None:
@@ -314,9 +319,9 @@ def _print_demand(settings: Any, day: dt.date) -> None:
         else:
             ci, el, note = "—", "—", row.get("reason") or "not identifiable"
         table.add_row(str(row["sku"]), str(row["days"]), f"{row['units']:.0f}", el, ci, note)
-    Console().print(table)
+    _out().print(table)
     s = demand["summary"]
-    Console().print(
+    _out().print(
         f"{s['negative']} of {s['identifiable']} identifiable elasticities are negative "
         f"({s['significantly_negative']} significantly); simulator price sensitivity: "
         f"{report['segment']['source']}"
@@ -492,7 +497,7 @@ def demo(
     report = json.loads(out.read_text())["policies"]
     exact = json.loads(out.read_text())["dp_expected_profit"]
     c, st, dp, rule = (report[k]["mean_profit"] for k in (champion, "static", "dp", "rule"))
-    Console().print(
+    _out().print(
         f"champion vs rule: {100 * (c / rule - 1):+.1f} % profit; share of the static → optimum "
         f"headroom captured: {(c - st) / (dp - st):.0%} against the DP policy on the same episodes, "
         f"{(c - st) / (exact - st):.0%} against its exact expectation; "

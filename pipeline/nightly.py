@@ -486,9 +486,21 @@ def promotion_gate(settings: Settings, date: dt.date) -> dict[str, Any]:
         max_price_changes_per_day=settings.max_price_changes_per_day,
         min_ope_support=settings.min_ope_support,
     )
+    registry = Registry(settings, lake)
+    if evidence.candidate_version == evidence.champion_version:
+        # a re-run of a night whose candidate already won: nothing to decide
+        out = {
+            "promote": False,
+            "moved": False,
+            "reason": f"v{evidence.candidate_version} is already the champion (night re-run)",
+            "checks": {},
+            "evidence": ev,
+            "champion": registry.champion_version(),
+        }
+        _write_json(lake, _report_path("gate", date, "decision.json"), out)
+        return out
     decision = promotion_decision(evidence, thresholds)
     out = decision.to_dict()
-    registry = Registry(settings, lake)
     if decision.promote:
         if registry.champion_version() == evidence.candidate_version:
             out["moved"] = False
