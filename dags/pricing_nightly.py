@@ -181,12 +181,9 @@ def pricing_nightly() -> None:
     @task
     def refit() -> dict[str, Any]:
         """Fit the market simulator to the training window; returns its lineage for training."""
-        from pipeline.nightly import _lake, _report_path, refit_simulator
+        from pipeline.nightly import refit_simulator
 
-        out = _gated(refit_simulator)
-        settings, feed = _settings(), f"validation/{out['mode']}"
-        report = _report_path(feed, _night(), "validation.json")
-        return {**out, "validation_report": _lake(settings).uri(report)}
+        return _gated(refit_simulator)
 
     @task
     def fidelity() -> dict[str, Any]:

@@ -214,11 +214,14 @@ def refit_simulator(settings: Settings, date: dt.date) -> dict[str, Any]:
     world_json = world.to_json().encode()
     lake.write_bytes(_report_path("sim", date, "world.json"), world_json)
     _write_json(lake, _report_path("sim", date, "fit_report.json"), report)
+    mode = "decisions" if decisions is not None else "transactions"
     return {
         "world_uri": lake.uri(_report_path("sim", date, "world.json")),
         "sim_params_sha256": _sha256(world_json),
         "data_sha256": data_sha,
-        "mode": "decisions" if decisions is not None else "transactions",
+        "mode": mode,
+        # lineage of the models trained on this fit: the validation report of the night's feed
+        "validation_report": lake.uri(_report_path(f"validation/{mode}", date, "validation.json")),
     }
 
 
@@ -550,15 +553,7 @@ def run_night(
         step("features", lambda: extract_features(settings, date, now))
         refit = step("refit", lambda: refit_simulator(settings, date))
         step("fidelity", lambda: check_fidelity(settings, date))
-        lineage = {
-            "data_sha256": refit["data_sha256"],
-            "sim_params_sha256": refit["sim_params_sha256"],
-            "validation_report": _lake(settings).uri(
-                _report_path("validation/decisions", date, "validation.json")
-                if refit["mode"] == "decisions"
-                else _report_path("validation/transactions", date, "validation.json")
-            ),
-        }
+        lineage = {k: refit[k] for k in ("data_sha256", "sim_params_sha256", "validation_report")}
         versions = []
         for algo in settings.algos:
             cb = train_progress(algo) if train_progress else None
