@@ -43,6 +43,31 @@ def tiny_world_dict() -> dict:
     return w
 
 
+def register_tiny_version(
+    registry: object, seed: int, logical_date: str, experiment_name: str | None = None
+) -> str:
+    """Train a tiny PPO agent on the tiny world and register it; returns the version number.
+
+    ``registry`` is a `pipeline.registry.Registry` (typed loosely so importing this file stays
+    light)."""
+    import mlflow
+
+    from pipeline.registry import Registry, experiment
+    from pipeline.train import TrainConfig, train_agent
+
+    assert isinstance(registry, Registry)
+    world = World.model_validate(tiny_world_dict())
+    config = TrainConfig(
+        timesteps=384, n_envs=8, n_steps=48, batch_size=96, n_epochs=1, seed=seed, net_arch=(16,)
+    )
+    model = train_agent(world, config)
+    with experiment(registry.settings, experiment_name), mlflow.start_run():
+        mv = registry.register_candidate(
+            model, world, "ppo", {"logical_date": logical_date, "git_commit": "x"}
+        )
+    return str(mv.version)
+
+
 @pytest.fixture
 def tiny_world() -> World:
     return World.model_validate(tiny_world_dict())

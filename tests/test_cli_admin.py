@@ -11,12 +11,11 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.lake import Lake
-from pipeline.registry import Registry, experiment
+from pipeline.registry import Registry
 from pipeline.settings import Settings
-from pipeline.train import TrainConfig, train_agent
 from sim.history import generate_history
 from sim.world import World
-from tests.conftest import tiny_world_dict
+from tests.conftest import register_tiny_version, tiny_world_dict
 
 runner = CliRunner()
 
@@ -32,28 +31,9 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _two_versions(root: Path) -> list[str]:
-    import mlflow
-
     settings = Settings(data_dir=root)
     reg = Registry(settings, Lake.from_uri(settings.lake))
-    world = World.model_validate(tiny_world_dict())
-    out = []
-    for seed in (0, 1):
-        cfg = TrainConfig(
-            timesteps=384,
-            n_envs=8,
-            n_steps=48,
-            batch_size=96,
-            n_epochs=1,
-            seed=seed,
-            net_arch=(16,),
-        )
-        with experiment(settings), mlflow.start_run():
-            mv = reg.register_candidate(
-                train_agent(world, cfg), world, "ppo", {"logical_date": f"2026-01-0{seed + 1}"}
-            )
-        out.append(str(mv.version))
-    return out
+    return [register_tiny_version(reg, seed, f"2026-01-0{seed + 1}") for seed in (0, 1)]
 
 
 def test_promote_and_rollback_need_the_admin_token(

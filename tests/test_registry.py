@@ -12,39 +12,21 @@ from pipeline.lake import Lake
 from pipeline.models import ModelIntegrityError
 from pipeline.registry import CHAMPION, PromotionConflict, Registry, RegistryError
 from pipeline.settings import Settings
-from pipeline.train import TrainConfig, train_agent
-from sim.world import World
+from tests.conftest import register_tiny_version
 
 
 def _settings(tmp: Path) -> Settings:
     return Settings(data_dir=tmp, model_name="test-agent", mlflow_tracking_uri="")
 
 
-def _register(reg: Registry, world: World, seed: int, date: str) -> str:
-    import mlflow
-
-    from pipeline.registry import experiment
-
-    cfg = TrainConfig(
-        timesteps=384, n_envs=8, n_steps=48, batch_size=96, n_epochs=1, seed=seed, net_arch=(16,)
-    )
-    model = train_agent(world, cfg)
-    with experiment(reg.settings, "test"), mlflow.start_run():
-        mv = reg.register_candidate(model, world, "ppo", {"logical_date": date, "git_commit": "x"})
-    return str(mv.version)
-
-
 @pytest.fixture(scope="module")
 def registry_env(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[Settings, list[str]]:
-    from tests.conftest import tiny_world_dict
-
     tmp = tmp_path_factory.mktemp("reg")
     settings = _settings(tmp)
-    world = World.model_validate(tiny_world_dict())
     reg = Registry(settings, Lake.from_uri(settings.lake))
-    versions = [_register(reg, world, s, f"2026-01-0{s + 1}") for s in range(3)]
+    versions = [register_tiny_version(reg, s, f"2026-01-0{s + 1}", "test") for s in range(3)]
     return settings, versions
 
 

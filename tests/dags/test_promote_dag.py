@@ -10,19 +10,15 @@ from typing import Any
 import pytest
 
 from pipeline.lake import Lake
-from pipeline.registry import Registry, experiment
+from pipeline.registry import Registry
 from pipeline.settings import Settings
-from pipeline.train import TrainConfig, train_agent
-from sim.world import World
-from tests.conftest import tiny_world_dict
+from tests.conftest import register_tiny_version, tiny_world_dict
 from tests.dags.conftest import asset_events, run_dag, task_states, xcom
 
 
 @pytest.fixture(scope="module")
 def two_versions(tmp_path_factory: pytest.TempPathFactory, airflow_db: None) -> Iterator[Registry]:
     """A registry with two tiny registered versions and no champion yet."""
-    import mlflow
-
     root = tmp_path_factory.mktemp("promote")
     (root / "world.json").write_text(json.dumps(tiny_world_dict()))
     with pytest.MonkeyPatch.context() as mp:
@@ -33,24 +29,8 @@ def two_versions(tmp_path_factory: pytest.TempPathFactory, airflow_db: None) -> 
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         settings = Settings()
         registry = Registry(settings, Lake.from_uri(settings.lake))
-        world = World.model_validate(tiny_world_dict())
         for seed in (0, 1):
-            config = TrainConfig(
-                timesteps=384,
-                n_envs=8,
-                n_steps=48,
-                batch_size=96,
-                n_epochs=1,
-                seed=seed,
-                net_arch=(16,),
-            )
-            with experiment(settings), mlflow.start_run():
-                registry.register_candidate(
-                    train_agent(world, config),
-                    world,
-                    "ppo",
-                    {"logical_date": f"2026-01-0{seed + 1}"},
-                )
+            register_tiny_version(registry, seed, f"2026-01-0{seed + 1}")
         yield registry
 
 
