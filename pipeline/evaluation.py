@@ -8,14 +8,15 @@ from typing import Any
 
 from sim.evaluate import Rollouts, dp_values, episode_skus, rollout, summarize
 from sim.policies import POLICY_NAMES, Policy, make_baselines
-from sim.world import World
+from sim.world import MarketParams, World
 
 # Above this many DP states (summed over SKUs) the exact optimum is skipped: pct_of_optimal is null.
 DP_MAX_STATES = 50_000_000
 
 
-def _dp_tractable(world: World) -> bool:
-    p = world.compile()
+def dp_tractable(params: MarketParams) -> bool:
+    """Whether the exact optimum is small enough to solve (see `DP_MAX_STATES`)."""
+    p = params
     return int((p.capacity + 1).sum()) * p.T * p.L * p.C <= DP_MAX_STATES
 
 
@@ -99,5 +100,5 @@ def evaluate_policies(
     """`run_policies`, summarised into the JSON-ready report of `pricing evaluate`."""
     params = world.compile()
     results = run_policies(world, names, episodes, seed, log)
-    optimum = dp_values(params) if _dp_tractable(world) else None
+    optimum = dp_values(params) if dp_tractable(params) else None
     return summarize(params, results, episodes, seed, optimum)

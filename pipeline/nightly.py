@@ -354,15 +354,14 @@ def evaluate_candidates(settings: Settings, date: dt.date, versions: list[str]) 
         name: rollout(params, pol, settings.eval_episodes, settings.eval_seed, greedy=greedy)
         for name, (pol, greedy) in policies.items()
     }
-    from pipeline.evaluation import DP_MAX_STATES
+    from pipeline.evaluation import dp_tractable
 
-    size = int((params.capacity + 1).sum()) * params.T * params.L * params.C
     report = summarize(
         params,
         results,
         settings.eval_episodes,
         settings.eval_seed,
-        dp_values(params) if size <= DP_MAX_STATES else None,
+        dp_values(params) if dp_tractable(params) else None,
     )
     best = max(versions, key=lambda v: results[f"v{v}"].profit.mean())
     incumbent = f"v{champion}" if champion is not None else "rule"
