@@ -17,6 +17,10 @@ starts at the end of its interval, at 02:00 on `D+1`, when the day's logs are co
 run takes the logical date picked in the trigger form; a run triggered without one processes the
 day before it started. An invalid cron expression shows as an import error of this file.
 
+**Drift.** Besides the cron, an event on the asset `pricing://drift` (emitted by the hourly
+`pricing_monitor` DAG when the market drifted away from the champion's training data) starts a
+run at once; like a manual run without a date, it processes the latest complete day.
+
 **Gates.** A step that stops the night (bad raw partition, bad features, no logs, a refit simulator
 that does not reproduce the held-out days) fails *without retries*, with the reason as the last
 line of its log; every later step is `upstream_failed`, so nothing is trained or promoted and the
@@ -61,6 +65,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import (
     Asset,
     AssetAlias,
+    AssetOrTimeSchedule,
     CronDataIntervalTimetable,
     TriggerRule,
     dag,
@@ -79,6 +84,8 @@ PROMOTION_POOL = "pricing_promotion"
 FEATURES = Asset("pricing://features")
 CANDIDATE_MODEL = Asset("pricing://candidate-model")
 CHAMPION = Asset("pricing://champion")
+# The hourly monitor's drift alarm (dags/pricing_monitor.py) starts a night outside the cron too.
+DRIFT = Asset("pricing://drift")
 # Events on the champion only when it moves: an alias lets the task decide at run time.
 CHAMPION_MOVES = AssetAlias("pricing-champion-moves")
 GATED_STEPS = ("validate", "features", "refit", "fidelity")
@@ -144,7 +151,9 @@ def _training_progress(algo: str) -> Callable[[int, int, float | None], None]:
 
 @dag(
     dag_id="pricing_nightly",
-    schedule=CronDataIntervalTimetable(SCHEDULE, timezone="UTC"),
+    schedule=AssetOrTimeSchedule(
+        timetable=CronDataIntervalTimetable(SCHEDULE, timezone="UTC"), assets=DRIFT
+    ),
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=dt.timedelta(hours=20),

@@ -136,7 +136,7 @@ class Ledger:
 @contextlib.contextmanager
 def promotion_lock(settings: Settings, timeout_s: float = 120.0) -> Iterator[None]:
     """Serialise alias moves across processes (and hosts, on PostgreSQL)."""
-    uri = settings.tracking_uri
+    uri = settings.lock_uri or settings.tracking_uri
     if uri.startswith(("postgresql", "postgres")):
         import sqlalchemy as sa
 

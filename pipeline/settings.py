@@ -76,6 +76,25 @@ class Settings(BaseSettings):
         30.0, ge=0, description="effective sample size under which off-policy estimates are ignored"
     )
     admin_token: str | None = Field(None, description="required by manual promote/rollback if set")
+    lock_uri: str = Field(
+        "",
+        description="PostgreSQL URL whose advisory lock serialises champion moves across hosts; "
+        "default: the tracking URI when it is PostgreSQL, else a file lock under data_dir",
+    )
+
+    # monitoring (the hourly monitor DAG)
+    drift_psi_threshold: float = Field(
+        0.2, gt=0, description="PSI of any monitored feature above this is drift"
+    )
+    monitor_min_rows: int = Field(
+        500, ge=1, description="prices shown in a window below which drift is not judged"
+    )
+    retrain_on_drift: bool = Field(
+        True, description="drift emits the pricing://drift asset event that starts a retrain"
+    )
+    pushgateway_url: str = Field(
+        "", description="Prometheus Pushgateway the monitor pushes to (empty: not pushed)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -16,7 +16,7 @@ from tests.dags.conftest import DAGS, PROMOTION_POOL, REPO, airflow_env
 if TYPE_CHECKING:
     from airflow.dag_processing.dagbag import DagBag
 
-EXPECTED = {"pricing_nightly", "pricing_promote"}
+EXPECTED = {"pricing_nightly", "pricing_promote", "pricing_monitor"}
 HEAVY = ("pipeline", "sim", "mlflow", "torch", "stable_baselines3", "great_expectations", "pandas")
 
 
@@ -67,7 +67,22 @@ def test_nightly_wiring(dagbag: DagBag) -> None:
     assert outlets["features"] == ["pricing://features"]
     assert outlets["train"] == ["pricing://candidate-model"]
     assert outlets["gate"] == ["pricing-champion-moves"]
-    assert getattr(dag.timetable, "expression", None) == "0 2 * * *"
+    # the cron, or an event of the monitor's drift asset
+    assert dag.timetable.timetable.expression == "0 2 * * *"
+    assert dag.timetable.asset_condition.name == "pricing://drift"
+
+
+def test_monitor_wiring(dagbag: DagBag) -> None:
+    dag = dagbag.dags["pricing_monitor"]
+    down = {t.task_id: set(t.downstream_task_ids) for t in dag.tasks}
+    assert down == {
+        "measure": {"retrain_signal", "drift_alarm"},
+        "retrain_signal": set(),
+        "drift_alarm": set(),
+    }
+    assert [o.name for o in dag.task_dict["retrain_signal"].outlets] == ["pricing-drift-events"]
+    assert dag.task_dict["drift_alarm"].retries == 0
+    assert dag.timetable.expression == "0 * * * *"
 
 
 def test_promote_params_and_pool(dagbag: DagBag) -> None:
@@ -89,7 +104,10 @@ from airflow.dag_processing.dagbag import DagBag
 bag = DagBag({str(DAGS)!r})
 print(json.dumps({{
     "errors": bag.import_errors,
-    "schedules": {{i: getattr(d.timetable, "expression", None) for i, d in bag.dags.items()}},
+    "schedules": {{
+        i: getattr(getattr(d.timetable, "timetable", d.timetable), "expression", None)
+        for i, d in bag.dags.items()
+    }},
     "heavy": sorted(m for m in {HEAVY!r} if m in sys.modules),
 }}))
 """
@@ -103,6 +121,11 @@ print(json.dumps({{
 
 def test_parsing_imports_nothing_heavy_and_reads_the_cron(airflow_home: Path) -> None:
     """A DAG file's import pulls in no pipeline, MLflow, torch or GX: those load inside tasks."""
-    got = _parse_in_subprocess(airflow_home, {"PRICING_NIGHTLY_CRON": "30 3 * * 1-5"})
+    crons = {"PRICING_NIGHTLY_CRON": "30 3 * * 1-5", "PRICING_MONITOR_CRON": "*/30 * * * *"}
+    got = _parse_in_subprocess(airflow_home, crons)
     assert got["errors"] == {} and got["heavy"] == [], got
-    assert got["schedules"] == {"pricing_nightly": "30 3 * * 1-5", "pricing_promote": None}
+    assert got["schedules"] == {
+        "pricing_nightly": "30 3 * * 1-5",
+        "pricing_promote": None,
+        "pricing_monitor": "*/30 * * * *",
+    }
