@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test test-slow lint bench clean
+.PHONY: install demo up test test-slow lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/pricing demo
+
+# Optional: Airflow (UI, scheduler, ...) and the MLflow UI on localhost over the demo's data.
+up: $(STAMP)
+	$(VENV)/bin/pricing up
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

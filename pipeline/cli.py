@@ -335,6 +335,14 @@ def nightly(
         Path | None, typer.Option(help="default: PRICING_DATA_DIR or ./data")
     ] = None,
     lake: Annotated[str | None, typer.Option(help="default: PRICING_LAKE_URI or data/lake")] = None,
+    airflow: Annotated[
+        bool,
+        typer.Option(
+            "--airflow",
+            help="run the pricing_nightly DAG through Airflow (dag.test on a SQLite metadata DB "
+            "in AIRFLOW_HOME, default data_dir/airflow) instead of calling the steps directly",
+        ),
+    ] = False,
 ) -> None:
     """Run the whole night for one date. Exit 0: completed (promoted or not); 2: a gate stopped it."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -343,6 +351,9 @@ def nightly(
 
     settings = _settings(data_dir=data_dir, lake_uri=lake)
     day = _date(date, "--date")
+    if airflow:
+        _nightly_through_airflow(settings, day)
+        return
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -374,6 +385,47 @@ def nightly(
     _print_night(
         night_summary(settings, day),
         f"night {date}: refit simulator, {settings.eval_episodes} paired episodes",
+    )
+
+
+def _nightly_through_airflow(settings: Any, day: dt.date) -> None:
+    import os
+
+    from pipeline import airflow_run
+    from pipeline.nightly import night_summary
+
+    # The DAG's tasks read their settings from the environment, as on a worker.
+    os.environ["PRICING_DATA_DIR"] = str(settings.data_dir)
+    os.environ["PRICING_LAKE_URI"] = settings.lake
+    try:
+        home = airflow_run.configure(settings.data_dir)
+        console.print(f"[dim]Airflow home {home} (SQLite); migrating the metadata DB[/]")
+        airflow_run.prepare_db()
+        console.print(f"[dim]dag.test(): pricing_nightly for {day}; task logs follow[/]")
+        midnight = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+        result = airflow_run.run_dag("pricing_nightly", midnight)
+    except airflow_run.AirflowRunError as err:
+        _fail(str(err))
+    from rich.markup import escape
+
+    grid = Table(title=f"pricing_nightly: {result.state}", caption=f"run {result.run_id}")
+    grid.add_column("task")
+    grid.add_column("state")
+    colours = {"success": "green", "failed": "red", "upstream_failed": "yellow"}
+    for task, state in result.tasks.items():
+        grid.add_row(escape(task), f"[{colours.get(state, 'dim')}]{state}[/]")
+    _out().print(grid)
+    if result.stop is not None:
+        console.print(
+            f"[bold red]night {day} stopped at {result.stop['step']}:[/] {result.stop['reason']}"
+        )
+        raise typer.Exit(2)
+    if result.state != "success":
+        failed = [t for t, st in result.tasks.items() if st == "failed"]
+        _fail(f"the Airflow run failed at {', '.join(failed) or '?'}; its log is above")
+    _print_night(
+        night_summary(settings, day),
+        f"night {day} through Airflow: refit simulator, {settings.eval_episodes} paired episodes",
     )
 
 
@@ -458,9 +510,17 @@ def demo(
     days: Annotated[int, typer.Option(min=7, help="days of synthetic history")] = 28,
     episodes: Annotated[int, typer.Option(min=10, help="true-world episodes per policy")] = 600,
     seed: Annotated[int, typer.Option(help="random seed of the history")] = 0,
+    airflow: Annotated[
+        bool,
+        typer.Option(
+            help="run the night through Airflow's pricing_nightly DAG (--no-airflow: the same "
+            "steps called directly)"
+        ),
+    ] = True,
 ) -> None:
-    """Synthetic history of a rule-based pricer, the nightly loop on its last day, and the new
-    champion measured in the true world against the optimum and the baselines."""
+    """Synthetic history of a rule-based pricer, the nightly loop on its last day (through the
+    Airflow DAG), and the new champion measured in the true world against the optimum and the
+    baselines."""
     import os
 
     os.environ.setdefault("PRICING_DATA_DIR", str(data_dir))
@@ -478,9 +538,10 @@ def demo(
         start=start.isoformat(),
         epsilon=0.1,
     )
-    console.rule(f"2/3 the nightly loop for {last}")
+    how = "the pricing_nightly DAG through Airflow" if airflow else "the nightly loop"
+    console.rule(f"2/3 {how} for {last}")
     try:
-        nightly(date=last.isoformat(), data_dir=data_dir, lake=settings.lake)
+        nightly(date=last.isoformat(), data_dir=data_dir, lake=settings.lake, airflow=airflow)
     except typer.Exit as stop:
         if stop.exit_code:
             raise
@@ -503,6 +564,66 @@ def demo(
         f"{(c - st) / (exact - st):.0%} against its exact expectation; "
         f"{report[champion]['pct_of_optimal']:.1f} % of the optimum"
     )
+
+
+@app.command()
+def up(
+    data_dir: Annotated[Path, typer.Option(help="the embedded defaults' root")] = Path("data"),
+    airflow_port: Annotated[int, typer.Option(min=1, max=65535)] = 8080,
+    mlflow_port: Annotated[int, typer.Option(min=1, max=65535)] = 5000,
+) -> None:
+    """Airflow (UI, scheduler, DAG processor, triggerer) and the MLflow UI on localhost, over the
+    same SQLite databases and lake as the CLI; Ctrl-C stops them."""
+    import os
+    import secrets
+    import signal
+    import time
+
+    from pipeline import local_stack
+    from pipeline.airflow_run import AirflowRunError
+
+    settings = _settings(data_dir=data_dir)
+    token_note = "PRICING_ADMIN_TOKEN as set"
+    if not settings.admin_token:
+        # The promote DAG refuses to move the champion unless a token is configured.
+        os.environ["PRICING_ADMIN_TOKEN"] = secrets.token_urlsafe(16)
+        token_note = f"generated for this session: {os.environ['PRICING_ADMIN_TOKEN']}"
+    try:
+        components, password = local_stack.start(
+            settings, airflow_port, mlflow_port, say=lambda m: console.print(f"[dim]{m}[/]")
+        )
+    except (local_stack.StackError, AirflowRunError) as err:
+        _fail(str(err))
+    table = Table(title="running on localhost (Ctrl-C stops everything)")
+    for col in ("service", "URL", "notes"):
+        table.add_column(col)
+    airflow, mlflow_ui = components
+    table.add_row(
+        "Airflow", airflow.url, f"login {local_stack.USER} / {password}; log {airflow.log}"
+    )
+    table.add_row("MLflow", mlflow_ui.url, f"registry and runs; log {mlflow_ui.log}")
+    _out().print(table)
+    _out().print(
+        "DAGs: pricing_nightly (un-pause it to run on its schedule, or trigger it), "
+        f"pricing_promote (the form; admin token {token_note}), pricing_monitor"
+    )
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # `kill` stops the stack like Ctrl-C does
+    try:
+        while all(c.process.poll() is None for c in components):
+            time.sleep(1.0)
+        dead = [c for c in components if c.process.poll() is not None]
+        console.print(f"[red]{dead[0].name} stopped; see {dead[0].log}[/]")
+    except KeyboardInterrupt:
+        console.print("stopping (up to 20 s)")
+    finally:
+        # a second Ctrl-C must not leave the servers running
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        local_stack.stop(components)
 
 
 def main() -> None:  # pragma: no cover
