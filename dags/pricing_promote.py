@@ -113,25 +113,20 @@ def pricing_promote() -> None:
         reason, action = str(params["reason"]), str(params["action"])
         registry = Registry(settings, Lake.from_uri(settings.lake, settings.s3_endpoint_url))
         try:
-            current = registry.champion_version()
-            if action == "rollback":
-                target = registry.rollback_target()
-            else:
-                target = str(registry.resolve(str(params["version"])).version)
-            plan = {"action": action, "from": current, "to": target, "reason": reason, "who": who}
-            if params["dry_run"]:
-                log.info("dry run: champion would move v%s → v%s (%s)", current, target, reason)
-                return {**plan, "dry_run": True}
-            if action == "rollback":
-                entry = registry.rollback(reason, who=who)
-            else:
-                entry = registry.promote(target, current, reason, who=who)
+            move = registry.manual_move(
+                action, reason, str(params["version"]), who=who, dry_run=bool(params["dry_run"])
+            )
         except (RegistryError, PromotionConflict) as err:
             raise AirflowFailException(f"{action} refused: {err}") from None
-        log.info("champion: v%s → v%s (%s)", entry.from_version, entry.to_version, reason)
-        extra: dict[str, Any] = {"version": entry.to_version, "action": action, "by": who}
+        if move["dry_run"]:
+            log.info(
+                "dry run: champion would move v%s → v%s (%s)", move["from"], move["to"], reason
+            )
+            return move
+        log.info("champion: v%s → v%s (%s)", move["from"], move["to"], reason)
+        extra: dict[str, Any] = {"version": move["to"], "action": action, "by": who}
         context["outlet_events"][CHAMPION_MOVES].add(CHAMPION, extra=extra)
-        return {**plan, "from": entry.from_version, "to": entry.to_version, "dry_run": False}
+        return move
 
     move_champion()
 

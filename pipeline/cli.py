@@ -457,22 +457,7 @@ def promote(
 ) -> None:
     """Make a version the champion (admin). Same path as the nightly gate: lock, compare-and-set,
     ledger."""
-    from pipeline.lake import Lake
-    from pipeline.registry import PromotionConflict, Registry, RegistryError
-
-    settings = _settings()
-    _require_token(settings, token)
-    reg = Registry(settings, Lake.from_uri(settings.lake, settings.s3_endpoint_url))
-    try:
-        target = str(reg.resolve(version).version)
-        current = reg.champion_version()
-        if dry_run:
-            console.print(f"dry run: champion would move v{current} → v{target} ({reason})")
-            return
-        entry = reg.promote(target, current, reason, who=who)
-    except (RegistryError, PromotionConflict) as err:
-        _fail(str(err))
-    console.print(f"champion: v{entry.from_version} → v{entry.to_version} ({entry.reason})")
+    _manual_move("promote", reason, token, version, who, dry_run)
 
 
 @app.command()
@@ -483,6 +468,12 @@ def rollback(
     dry_run: Annotated[bool, typer.Option(help="show what would happen")] = False,
 ) -> None:
     """Point the champion back at the version it replaced (admin)."""
+    _manual_move("rollback", reason, token, None, who, dry_run)
+
+
+def _manual_move(
+    action: str, reason: str, token: str | None, version: str | None, who: str | None, dry: bool
+) -> None:
     from pipeline.lake import Lake
     from pipeline.registry import PromotionConflict, Registry, RegistryError
 
@@ -490,16 +481,12 @@ def rollback(
     _require_token(settings, token)
     reg = Registry(settings, Lake.from_uri(settings.lake, settings.s3_endpoint_url))
     try:
-        if dry_run:
-            console.print(
-                f"dry run: champion would move v{reg.champion_version()} → "
-                f"v{reg.rollback_target()} ({reason})"
-            )
-            return
-        entry = reg.rollback(reason, who=who)
+        move = reg.manual_move(action, reason, version, who=who, dry_run=dry)
     except (RegistryError, PromotionConflict) as err:
         _fail(str(err))
-    console.print(f"rolled back: v{entry.from_version} → v{entry.to_version} ({entry.reason})")
+    done = "promoted" if action == "promote" else "rolled back"
+    head = "dry run: champion would move" if dry else f"{done}: champion"
+    console.print(f"{head} v{move['from']} → v{move['to']} ({reason})")
 
 
 @app.command()

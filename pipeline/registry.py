@@ -385,6 +385,46 @@ class Registry:
             current = self.champion_version()
             return self._move(self.rollback_target(), current, reason, who, None, "rollback")
 
+    def manual_move(
+        self,
+        action: str,
+        reason: str,
+        version: str | None = None,
+        who: str | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """A promotion or rollback asked for by a person (`pricing promote/rollback`, the
+        ``pricing_promote`` DAG): resolve the target, then move under the lock unless ``dry_run``.
+
+        Returns ``{action, from, to, reason, who, dry_run}``; raises `RegistryError` (unknown
+        version or action, nothing to roll back to, no reason) or `PromotionConflict`."""
+        if action not in ("promote", "rollback"):
+            raise RegistryError(f"action must be 'promote' or 'rollback' (got {action!r})")
+        if not reason.strip():
+            raise RegistryError("a reason is required for every champion move")
+        current = self.champion_version()
+        if action == "rollback":
+            target = self.rollback_target()
+        elif version is None:
+            raise RegistryError("promote needs a version: a number, or 'challenger'")
+        else:
+            target = str(self.resolve(version).version)
+        plan: dict[str, Any] = {
+            "action": action,
+            "from": current,
+            "to": target,
+            "reason": reason,
+            "who": who,
+            "dry_run": dry_run,
+        }
+        if dry_run:
+            return plan
+        if action == "rollback":
+            entry = self.rollback(reason, who=who)
+        else:
+            entry = self.promote(target, current, reason, who=who)
+        return {**plan, "from": entry.from_version, "to": entry.to_version}
+
     def _move(
         self,
         version: str,
