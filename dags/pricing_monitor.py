@@ -3,7 +3,7 @@
 
 Every hour, what the pricing service did since the monitor last succeeded:
 
-```
+```text
 measure ─► retrain_signal   (pricing://drift event when a market feature drifted)
         └► drift_alarm      (fails, loudly, on drift)
 ```

@@ -3,7 +3,7 @@
 
 One run per night, one task per step of `pipeline.nightly`:
 
-```
+```text
 validate ─► features ─► refit ─► fidelity ─► algorithms ─► train[ppo] ─┐
    (GX gate)  (asset)   (simulator)  (gate)                 train[dqn] ─┴► evaluate ─► gate
                                                                                     (champion move)
