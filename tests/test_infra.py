@@ -139,7 +139,7 @@ def test_airflow_settings(services: dict[str, dict[str, Any]]) -> None:
             "http://airflow-apiserver:8080/execution/"
         )
         assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://redis:6379/")
-        assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://")
+        assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql+psycopg2://")
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].endswith("@postgres:5432/airflow")
         assert env["AIRFLOW__CORE__LOAD_EXAMPLES"].lower() == "false"
         for secret in ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__CORE__FERNET_KEY"):

@@ -1,9 +1,9 @@
-"""Browser tests of the Airflow UI: Debian's Chromium, and an Airflow of its own serving the DAGs.
+"""Browser tests of the Airflow UI: Debian's Chromium against the stack `make up` starts.
 
-Airflow runs as subprocesses with an explicit environment (a temporary ``AIRFLOW_HOME``, a SQLite
-metadata DB, the repo's ``dags/``, SimpleAuthManager with a known user); it is never imported in the
-pytest process, where the in-process DAG tests set up their own home. Screenshots land in
-``test-artifacts/screenshots/`` at the repo root, replaced on every run.
+`pricing up` runs as a subprocess over a temporary data dir (Airflow standalone with a SQLite
+metadata DB in ``<data>/airflow``, the repo's ``dags/``, SimpleAuthManager; an MLflow server);
+Airflow is never imported in the pytest process, where the in-process DAG tests set up their own
+home. Screenshots land in ``test-artifacts/screenshots/`` at the repo root, replaced on every run.
 """
 
 from __future__ import annotations
@@ -11,15 +11,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,9 +49,12 @@ CHROMIUM_ARGS = (
 )
 
 UI_PORT = 18090
+MLFLOW_PORT = 15090
 UI_USER = "admin"
-UI_PASSWORD = "admin"
-STARTUP_DEADLINE_S = 240.0  # api-server start on a loaded 2-core machine
+UI_PASSWORD = "admin-password"
+DAG_IDS = ("pricing_nightly", "pricing_promote", "pricing_monitor")
+PRICING = Path(sys.executable).with_name("pricing")
+STARTUP_DEADLINE_S = 300.0  # Airflow standalone and MLflow on a loaded 2-core machine
 WAIT_S = 90.0  # explicit waits in the browser
 
 T = TypeVar("T")
@@ -91,6 +91,8 @@ def chromedriver() -> Path:
 class AirflowUI:
     url: str
     home: Path
+    mlflow_url: str
+    log: Path  # what `pricing up` printed
 
     @property
     def db(self) -> Path:
@@ -102,55 +104,11 @@ class AirflowUI:
             return conn.execute(sql, args).fetchall()
 
 
-def airflow_env(home: Path) -> dict[str, str]:
-    """The environment of the Airflow subprocesses: the caller's, minus any Airflow settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    passwords = home / "simple_auth_manager_passwords.json"
-    passwords.write_text(json.dumps({UI_USER: UI_PASSWORD}) + "\n")
-    env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            "AIRFLOW__CORE__AUTH_MANAGER": (
-                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-            ),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{UI_USER}:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(UI_PORT),
-            "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    return env
-
-
 def _tail(path: Path, chars: int = 6000) -> str:
     try:
         return path.read_text(errors="replace")[-chars:]
     except OSError as err:
         return f"({path} unreadable: {err})"
-
-
-def _airflow(env: dict[str, str], log: Path, *args: str, timeout: float = 600) -> None:
-    """One ``airflow`` CLI command, its output appended to ``log``; fails the test on error."""
-    with log.open("a") as out:
-        out.write(f"\n$ airflow {' '.join(args)}\n")
-        out.flush()
-        done = subprocess.run(
-            [sys.executable, "-m", "airflow", *args],
-            env=env,
-            cwd=env["AIRFLOW_HOME"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=timeout,
-        )
-    if done.returncode != 0:
-        pytest.fail(f"`airflow {' '.join(args)}` failed ({done.returncode}):\n{_tail(log)}")
 
 
 def _port_is_free(port: int) -> bool:
@@ -160,67 +118,80 @@ def _port_is_free(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=5) as resp:
-            health = json.load(resp)
-        return resp.status == 200 and health["metadatabase"]["status"] == "healthy"
-    except (OSError, ValueError, KeyError, urllib.error.URLError):
+def _dags_parsed(home: Path) -> bool:
+    db = home / "airflow.db"
+    if not db.is_file():
         return False
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            rows = conn.execute("SELECT dag_id FROM dag").fetchall()
+    except sqlite3.Error:
+        return False
+    return {r[0] for r in rows} >= set(DAG_IDS)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Ends the api-server's whole process group (uvicorn's workers with it)."""
+def _stop(proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Ctrl-C for `pricing up` (it stops Airflow and MLflow); its whole group killed if stuck."""
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
-    # what did not stop in time, and workers that outlived their parent
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+        pytest.fail(f"`pricing up` did not stop within 60 s of Ctrl-C:\n{_tail(log)}")
 
 
-# Package scope: the server stops once the browser tests are done, not at the end of the session.
+# Package scope: the stack stops once the browser tests are done, not at the end of the session.
 @pytest.fixture(scope="package")
 def airflow_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowUI]:
-    """``airflow api-server`` on 127.0.0.1:18090 over a fresh SQLite DB holding the repo's DAGs."""
-    if not _port_is_free(UI_PORT):
-        pytest.fail(f"port {UI_PORT} is in use: stop whatever listens there and run again")
-    home = tmp_path_factory.mktemp("airflow-ui")
-    env = airflow_env(home)
-    setup_log = home / "setup.log"
-    _airflow(env, setup_log, "db", "migrate")
-    _airflow(env, setup_log, "dags", "reserialize")
-
-    url = f"http://127.0.0.1:{UI_PORT}"
-    server_log = home / "api-server.log"
-    with server_log.open("w") as out:
+    """`pricing up` (what `make up` runs) over a fresh data dir: Airflow standalone on
+    127.0.0.1:18090 and MLflow on :15090, with the admin password set in advance."""
+    for port in (UI_PORT, MLFLOW_PORT):
+        if not _port_is_free(port):
+            pytest.fail(f"port {port} is in use: stop whatever listens there and run again")
+    data = tmp_path_factory.mktemp("pricing-up")
+    home = data / "airflow"
+    home.mkdir()
+    # `pricing up` keeps the password it finds in Airflow's password file
+    passwords = home / "simple_auth_manager_passwords.json.generated"
+    passwords.write_text(json.dumps({UI_USER: UI_PASSWORD}))
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PRICING_", "MLFLOW"))
+    }
+    env.update({"PYTHONUNBUFFERED": "1", "COLUMNS": "200"})
+    log = data / "up.log"
+    cmd = [
+        str(PRICING),
+        "up",
+        "--data-dir",
+        str(data),
+        "--airflow-port",
+        str(UI_PORT),
+        "--mlflow-port",
+        str(MLFLOW_PORT),
+    ]
+    with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "airflow", "api-server", "--port", str(UI_PORT)],
-            env=env,
-            cwd=home,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, ended as a whole
+            cmd, env=env, cwd=data, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
+    ui = AirflowUI(f"http://127.0.0.1:{UI_PORT}", home, f"http://127.0.0.1:{MLFLOW_PORT}", log)
     try:
         deadline = time.monotonic() + STARTUP_DEADLINE_S
-        while not _ready(url):
+        while "running on localhost" not in _tail(log) or not _dags_parsed(home):
             if proc.poll() is not None:
-                pytest.fail(f"airflow api-server exited ({proc.returncode}):\n{_tail(server_log)}")
+                pytest.fail(f"`pricing up` exited ({proc.returncode}):\n{_tail(log)}")
             if time.monotonic() > deadline:
                 pytest.fail(
-                    f"airflow api-server not ready at {url} after {STARTUP_DEADLINE_S:.0f} s:\n"
-                    f"{_tail(server_log)}"
+                    f"`pricing up` not ready (URLs printed, DAGs parsed) after "
+                    f"{STARTUP_DEADLINE_S:.0f} s:\n{_tail(log)}\n{_tail(home / 'standalone.log')}"
                 )
             time.sleep(1)
-        yield AirflowUI(url=url, home=home)
+        yield ui
     finally:
-        _stop(proc)
-
-
-# --------------------------------------------------------------------------- Selenium
+        _stop(proc, log)
+    assert _port_is_free(UI_PORT) and _port_is_free(MLFLOW_PORT), "servers left running"
 
 
 @pytest.fixture(scope="session")

@@ -192,3 +192,16 @@ def test_promote_form_refuses_a_short_reason(browser: Browser, airflow_ui: Airfl
     browser.screenshot("05-promote-invalid-reason.png")
     runs = airflow_ui.query("SELECT count(*) FROM dag_run WHERE dag_id = ?", "pricing_promote")
     assert runs == [(0,)], "a refused trigger must not create a run"
+
+
+def test_make_up_prints_the_urls_and_the_login_and_serves_mlflow(airflow_ui: AirflowUI) -> None:
+    import urllib.request
+
+    printed = " ".join(airflow_ui.log.read_text().split())  # rich wraps long lines
+    assert f"http://localhost:{airflow_ui.url.rsplit(':', 1)[1]}" in printed
+    assert f"login {UI_USER} / {UI_PASSWORD}" in printed
+    assert "admin token generated for this session" in printed, printed
+    with urllib.request.urlopen(f"{airflow_ui.mlflow_url}/health", timeout=10) as resp:
+        assert resp.status == 200
+    pools = airflow_ui.query("SELECT slots FROM slot_pool WHERE pool = 'pricing_promotion'")
+    assert pools == [(1,)]
