@@ -35,6 +35,7 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/sim_throughput.py
 	$(PY) bench/policy_quality.py
+	$(PY) bench/dag_parse.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
