@@ -77,7 +77,8 @@ class DagRunResult:
     stop: dict[str, Any] | None = None  # the night_stopped record, when a gate stopped the night
 
 
-def _xcom(run: Any, task_id: str, key: str = "return_value") -> Any:
+def xcom(run: Any, task_id: str, key: str = "return_value") -> Any:
+    """The XCom ``key`` that ``task_id`` pushed in ``run``, or None."""
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
@@ -88,11 +89,9 @@ def _xcom(run: Any, task_id: str, key: str = "return_value") -> Any:
         return None if row is None else XComModel.deserialize_value(row)
 
 
-def run_dag(
-    dag_id: str, logical_date: dt.datetime, retries: int | None = 0, **conf: Any
-) -> DagRunResult:
-    """Run ``dag_id`` for ``logical_date`` with ``dag.test()``; retries are off by default, so a
-    failing task ends the run at once instead of waiting minutes to retry."""
+def dag_test(dag_id: str, retries: int | None = 0, **test_kwargs: Any) -> Any:
+    """``dag.test(**test_kwargs)`` of ``dag_id`` from the DAG folder; returns the DagRun. Retries
+    are off by default, so a failing task ends the run at once instead of waiting to retry."""
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(str(dags_folder()))
@@ -104,12 +103,23 @@ def run_dag(
     if retries is not None:
         for op in dag.tasks:
             op.retries = retries
-    run = dag.test(logical_date=logical_date, run_conf=conf or None)
+    return dag.test(**test_kwargs)
+
+
+def task_states(run: Any) -> dict[str, str]:
+    """``task_id`` (``task_id[label]`` for mapped ones) → state, in the order the tasks started."""
     tasks = {}
     far = dt.datetime.max.replace(tzinfo=dt.UTC)
     for ti in sorted(run.get_task_instances(), key=lambda ti: ti.start_date or far):
         name = ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.rendered_map_index}]"
         tasks[name] = str(getattr(ti.state, "value", ti.state))
+    return tasks
+
+
+def run_dag(dag_id: str, logical_date: dt.datetime, **conf: Any) -> DagRunResult:
+    """Run ``dag_id`` for ``logical_date`` with ``dag.test()`` (no retries) and summarise it."""
+    run = dag_test(dag_id, logical_date=logical_date, run_conf=conf or None)
+    tasks = task_states(run)
     state = str(getattr(run.state, "value", run.state))
-    stop = _xcom(run, "night_stopped") if tasks.get("night_stopped") == "success" else None
+    stop = xcom(run, "night_stopped") if tasks.get("night_stopped") == "success" else None
     return DagRunResult(dag_id, run.run_id, state, tasks, stop)

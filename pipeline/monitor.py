@@ -47,6 +47,7 @@ import pandas as pd
 
 from pipeline.lake import Lake
 from pipeline.settings import Settings
+from sim.history import DECISION_COLUMNS
 
 log = logging.getLogger("pricing.monitor")
 
@@ -60,19 +61,9 @@ MARKET_FEATURES = ("competitor_rel", "views_per_sku_hour", "segment", "cost_rel"
 #: endogenous: a new champion shifts them by design
 POLICY_FEATURES = ("price_rel", "inventory")
 CATEGORICAL = ("segment",)
-NEEDED_COLUMNS = (
-    "ts",
-    "sku",
-    "segment",
-    "base_price",
-    "price_shown",
-    "competitor_price",
-    "inventory",
-    "action",
-    "propensity",
-    "outcome",
-    "quantity",
-    "unit_cost",
+#: the decisions feed's columns the monitor reads (ids, policy and A/B arm are not needed)
+NEEDED_COLUMNS = tuple(
+    c for c in DECISION_COLUMNS if c not in ("event_id", "customer_id", "policy_id", "ab_arm")
 )
 
 

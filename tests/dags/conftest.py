@@ -59,34 +59,21 @@ def airflow_db(airflow_home: Path) -> None:
 
 def run_dag(dag_id: str, **kwargs: Any) -> DagRun:
     """``dag.test()`` with retries off: a failing task ends the run instead of waiting to retry."""
-    from airflow.dag_processing.dagbag import DagBag
+    from pipeline.airflow_run import dag_test
 
-    bag = DagBag(str(DAGS))
-    assert not bag.import_errors, bag.import_errors
-    dag = bag.dags[dag_id]
-    for op in dag.tasks:
-        op.retries = 0
-    return dag.test(**kwargs)
+    return dag_test(dag_id, **kwargs)
 
 
 def task_states(run: DagRun) -> dict[str, str]:
-    """``task_id`` (``task_id[label]`` for mapped ones) → state."""
-    out = {}
-    for ti in run.get_task_instances():
-        name = ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.rendered_map_index}]"
-        out[name] = str(getattr(ti.state, "value", ti.state))
-    return out
+    from pipeline.airflow_run import task_states as states
+
+    return states(run)
 
 
 def xcom(run: DagRun, task_id: str, key: str = "return_value") -> Any:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
+    from pipeline.airflow_run import xcom as pull
 
-    with create_session() as session:
-        row = session.scalars(
-            XComModel.get_many(run_id=run.run_id, key=key, task_ids=task_id, dag_ids=run.dag_id)
-        ).first()
-        return None if row is None else XComModel.deserialize_value(row)
+    return pull(run, task_id, key)
 
 
 def asset_events(name: str) -> list[dict[str, Any]]:
