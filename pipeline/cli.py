@@ -429,6 +429,56 @@ def _nightly_through_airflow(settings: Any, day: dt.date) -> None:
     )
 
 
+def _when(value: str, option: str) -> dt.datetime:
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        _fail(f"{option} must be a time such as 2026-02-01T14:00 (got {value!r})")
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+@app.command()
+def monitor(
+    start: Annotated[str, typer.Option(help="window start, ISO time (UTC unless a zone is given)")],
+    end: Annotated[str | None, typer.Option(help="window end; default: start + 1 hour")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the report here")] = None,
+) -> None:
+    """KPIs and drift of the prices shown in [start, end) — what the hourly pricing_monitor DAG
+    computes, written to the same places. Exit 0: no drift (or not judged); 2: drift."""
+    from pipeline.monitor import MonitorError, monitor_window
+
+    settings = _settings()
+    begin = _when(start, "--start")
+    stop = _when(end, "--end") if end else begin + dt.timedelta(hours=1)
+    try:
+        report = monitor_window(settings, begin, stop)
+    except MonitorError as err:
+        _fail(str(err))
+    k, d = report["kpis"], report["drift"]
+    table = Table(title=f"monitor {begin.isoformat()} → {stop.isoformat()}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("prices shown", f"{k['decisions']:,}")
+    if k["decisions"]:
+        table.add_row("conversion", f"{k['conversion']:.2%}")
+        table.add_row("revenue", f"{k['revenue']:,.2f}")
+        table.add_row("gross profit", f"{k['gross_profit']:,.2f}")
+        table.add_row("margin", "—" if k["margin"] is None else f"{k['margin']:.1%}")
+        table.add_row("exploration rate", f"{k['exploration_rate']:.1%}")
+        mix = ", ".join(f"{a}: {share:.0%}" for a, share in k["action_share"].items())
+        table.add_row("action mix", mix)
+    for feature, value in d.get("psi", {}).items():
+        kind = "market" if feature in d.get("alarm_features", ()) else "policy"
+        table.add_row(f"PSI {feature} ({kind})", f"{value:.3f}")
+    _out().print(table)
+    colour = {"drift": "bold red", "ok": "green"}.get(d["status"], "yellow")
+    _out().print(f"[{colour}]{d['status']}[/]: {d['message']}")
+    if json_out is not None:
+        json_out.write_text(json.dumps(report, indent=2, default=str))
+    if d["status"] == "drift":
+        raise typer.Exit(2)
+
+
 def _require_token(settings: Any, token: str | None) -> None:
     import hmac
 

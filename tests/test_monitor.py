@@ -250,3 +250,28 @@ def test_metrics_are_pushed_to_the_pushgateway_over_http(
     assert "pricing_monitor_drift 1.0" in text
     assert f"pricing_monitor_decisions {float(report['kpis']['decisions'])}" in text
     assert 'pricing_monitor_action_share{action="' in text
+
+
+def test_the_cli_prints_the_window_and_exits_2_on_drift(
+    monitored: tuple[Settings, Lake, str], tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    runner = CliRunner()
+    day = LIVE + dt.timedelta(days=1)
+    out = tmp_path / "monitor.json"
+    res = runner.invoke(
+        app, ["monitor", "--start", f"{day}T08:00", "--end", f"{day}T14:00", "--json", str(out)]
+    )
+    assert res.exit_code == 2, res.output
+    assert "PSI competitor_rel (market)" in res.output and "drift" in res.output
+    assert json.loads(out.read_text())["drift"]["status"] == "drift"
+    res = runner.invoke(
+        app, ["monitor", "--start", f"{LIVE}T08:00+00:00", "--end", f"{LIVE}T14:00"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "no drift" in res.output and "conversion" in res.output
+    res = runner.invoke(app, ["monitor", "--start", "yesterday"])
+    assert res.exit_code == 1 and "--start must be a time" in res.output
