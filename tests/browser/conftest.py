@@ -9,6 +9,7 @@ home. Screenshots land in ``test-artifacts/screenshots/`` at the repo root, repl
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import signal
@@ -54,6 +55,7 @@ UI_USER = "admin"
 UI_PASSWORD = "admin-password"
 DAG_IDS = ("pricing_nightly", "pricing_promote", "pricing_monitor")
 PRICING = Path(sys.executable).with_name("pricing")
+STOPPED_NIGHT = dt.date(2026, 1, 10)
 STARTUP_DEADLINE_S = 300.0  # Airflow standalone and MLflow on a loaded 2-core machine
 WAIT_S = 90.0  # explicit waits in the browser
 
@@ -143,6 +145,42 @@ def _stop(proc: subprocess.Popen[bytes], log: Path) -> None:
         pytest.fail(f"`pricing up` did not stop within 60 s of Ctrl-C:\n{_tail(log)}")
 
 
+def stopped_night(data: Path, env: dict[str, str]) -> None:
+    """A night whose raw decisions fail validation, run through Airflow in the stack's metadata
+    DB before the UI starts (`pricing nightly --airflow`, exit 2), for the UI to explain."""
+    from pipeline.lake import Lake
+    from sim.history import generate_history
+    from sim.world import World
+    from tests.conftest import tiny_world_dict
+    from tests.dags.test_nightly_dag import TINY
+
+    world = data / "world.json"
+    world.write_text(json.dumps(tiny_world_dict()))
+    lake = Lake.from_uri(str(data / "lake"))
+    for day in generate_history(
+        World.model_validate(tiny_world_dict()), 6, 3, STOPPED_NIGHT - dt.timedelta(days=5)
+    ):
+        lake.write_partition("raw", "decisions", day.date, day.decisions)
+        lake.write_partition("raw", "transactions", day.date, day.transactions)
+    bad = lake.read_partition("raw", "decisions", STOPPED_NIGHT)
+    bad.loc[0, "price_shown"] = -5.0
+    lake.write_partition("raw", "decisions", STOPPED_NIGHT, bad)
+    night_env = {**env, **TINY, "PRICING_WORLD_FILE": str(world)}
+    cmd = [
+        str(PRICING),
+        "nightly",
+        "--date",
+        str(STOPPED_NIGHT),
+        "--data-dir",
+        str(data),
+        "--airflow",
+    ]
+    done = subprocess.run(cmd, env=night_env, cwd=data, capture_output=True, text=True, timeout=600)
+    if done.returncode != 2:
+        tail = f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        pytest.fail(f"the stopped night exited {done.returncode}, not 2:\n{tail}")
+
+
 # Package scope: the stack stops once the browser tests are done, not at the end of the session.
 @pytest.fixture(scope="package")
 def airflow_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowUI]:
@@ -161,6 +199,7 @@ def airflow_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowUI]:
         k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PRICING_", "MLFLOW"))
     }
     env.update({"PYTHONUNBUFFERED": "1", "COLUMNS": "200"})
+    stopped_night(data, env)
     log = data / "up.log"
     cmd = [
         str(PRICING),

@@ -13,9 +13,10 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 
-from tests.browser.conftest import UI_PASSWORD, UI_USER, AirflowUI, Browser
+from tests.browser.conftest import STOPPED_NIGHT, UI_PASSWORD, UI_USER, AirflowUI, Browser
 
 pytestmark = pytest.mark.integration
+STOPPED_DAY = STOPPED_NIGHT.isoformat()
 
 NIGHTLY_TASKS = (
     "validate",
@@ -205,3 +206,27 @@ def test_make_up_prints_the_urls_and_the_login_and_serves_mlflow(airflow_ui: Air
         assert resp.status == 200
     pools = airflow_ui.query("SELECT slots FROM slot_pool WHERE pool = 'pricing_promotion'")
     assert pools == [(1,)]
+
+
+def test_a_stopped_night_explains_itself(browser: Browser, airflow_ui: AirflowUI) -> None:
+    """The grid shows the failed gate step and the night_stopped task; its XCom gives the step,
+    the reason and the quarantine path (README: "Read why a night stopped")."""
+    ((run_id, state),) = airflow_ui.query(
+        "SELECT run_id, state FROM dag_run WHERE dag_id = 'pricing_nightly'"
+    )
+    assert state == "failed"
+    sign_in(browser)
+    browser.open(f"/dags/pricing_nightly/runs/{run_id}")
+    browser.wait(
+        "stopped-run", lambda d: "night_stopped" in body_text(d) and "validate" in body_text(d)
+    )
+    browser.screenshot("06-stopped-night.png")
+    browser.open(f"/dags/pricing_nightly/runs/{run_id}/tasks/night_stopped/xcom")
+
+    def explained(driver: WebDriver) -> str | bool:
+        text = body_text(driver)
+        return text if "quarantine" in text and "price shown must be > 0" in text else False
+
+    text = browser.wait("stopped-xcom", explained)
+    browser.screenshot("07-night-stopped-xcom.png")
+    assert "validate" in text and STOPPED_DAY in text
