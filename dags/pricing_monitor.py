@@ -30,8 +30,9 @@ champion). Windows with fewer than `PRICING_MONITOR_MIN_ROWS` prices shown, or b
 champion, are measured but not judged.
 
 **Window.** A run covers its data interval (one hour; the schedule is `PRICING_MONITOR_CRON`,
-default `0 * * * *`, UTC), stretched back to the end of the last successful run when runs were
-missed (at most a day). Re-runs overwrite the hour's report.
+default `0 * * * *`, UTC), stretched back to the end of the last published window (the watermark
+in `reports/monitor/watermark.json`) when runs were missed, by at most a day; a drifted hour is
+published like any other, so it does not hold the alarm on. Re-runs overwrite the window's report.
 """
 
 from __future__ import annotations
@@ -39,10 +40,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, AssetAlias, CronDataIntervalTimetable, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +57,23 @@ DRIFT_EVENTS = AssetAlias("pricing-drift-events")
 MAX_CATCH_UP = dt.timedelta(days=1)
 
 
-def _window() -> tuple[dt.datetime, dt.datetime]:
-    """The run's data interval, stretched back to the last successful run's end."""
+def _window(settings: Settings) -> tuple[dt.datetime, dt.datetime]:
+    """The run's data interval, stretched back to the end of the last published window (the
+    monitor's watermark in the lake) when runs were missed, by at most a day."""
+    from pipeline.monitor import watermark
+
     context = get_current_context()
-    start, end = context["data_interval_start"], context["data_interval_end"]
-    if start is None or end is None:  # a manual run without an interval: the last full hour
+    # Airflow leaves the interval out of the context of a run triggered without a logical date
+    start, end = context.get("data_interval_start"), context.get("data_interval_end")
+    if start is None or end is None:  # then: the last full hour
         end = context["dag_run"].run_after.replace(minute=0, second=0, microsecond=0)
         start = end - dt.timedelta(hours=1)
-    previous = context.get("prev_data_interval_end_success")  # a lazy proxy: test its truth
-    if previous and end - MAX_CATCH_UP <= previous < start:
-        start = previous
-    return start.astimezone(dt.UTC), end.astimezone(dt.UTC)
+    # plain UTC datetimes (the context holds pendulum ones)
+    start, end = (dt.datetime.fromtimestamp(t.timestamp(), tz=dt.UTC) for t in (start, end))
+    last = watermark(settings)
+    if last is not None and end - MAX_CATCH_UP <= last < start:
+        start = last
+    return start, end
 
 
 @dag(
@@ -88,8 +98,9 @@ def pricing_monitor() -> None:
         from pipeline.monitor import monitor_window
         from pipeline.settings import Settings
 
-        start, end = _window()
-        report = monitor_window(Settings(), start, end)
+        settings = Settings()
+        start, end = _window(settings)
+        report = monitor_window(settings, start, end)
         kpis = report["kpis"]
         log.info("window %s .. %s: %d prices shown", start, end, kpis["decisions"])
         if kpis["decisions"]:

@@ -442,16 +442,23 @@ def monitor(
     start: Annotated[str, typer.Option(help="window start, ISO time (UTC unless a zone is given)")],
     end: Annotated[str | None, typer.Option(help="window end; default: start + 1 hour")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the report here")] = None,
+    publish: Annotated[
+        bool,
+        typer.Option(
+            help="also write it where the hourly DAG does (lake report, MLflow, Pushgateway) "
+            "and move the monitor's watermark"
+        ),
+    ] = False,
 ) -> None:
     """KPIs and drift of the prices shown in [start, end) — what the hourly pricing_monitor DAG
-    computes, written to the same places. Exit 0: no drift (or not judged); 2: drift."""
+    computes; read-only unless --publish. Exit 0: no drift (or not judged); 2: drift."""
     from pipeline.monitor import MonitorError, monitor_window
 
     settings = _settings()
     begin = _when(start, "--start")
     stop = _when(end, "--end") if end else begin + dt.timedelta(hours=1)
     try:
-        report = monitor_window(settings, begin, stop)
+        report = monitor_window(settings, begin, stop, publish=publish)
     except MonitorError as err:
         _fail(str(err))
     k, d = report["kpis"], report["drift"]

@@ -29,8 +29,9 @@ data interval, or everything since its last successful run). It computes:
 The result is written three ways: ``reports/monitor/date=D/hour=HH.json`` in the lake; metrics of
 the MLflow run "monitor D" in the experiment ``pricing-monitor`` (step = hour of the window start);
 and, when ``PRICING_PUSHGATEWAY_URL`` is set, gauges ``pricing_monitor_*`` pushed to a Prometheus
-Pushgateway that Grafana reads. The reference histograms are computed once per champion version
-and kept in ``reports/monitor/reference/version=V.json``.
+Pushgateway that Grafana reads; ``reports/monitor/watermark.json`` keeps the end of the last
+published window, where the next hourly run starts. The reference histograms are computed once per
+champion and kept under ``reports/monitor/reference/``.
 """
 
 from __future__ import annotations
@@ -118,11 +119,15 @@ def _slot(ts: pd.Series) -> np.ndarray:
     return (ts.dt.day_of_week * 24 + ts.dt.hour).to_numpy(dtype=np.int64)
 
 
-def feature_values(decisions: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def feature_values(
+    decisions: pd.DataFrame, complete_hours: tuple[dt.datetime, dt.datetime] | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Each monitored feature as (values, hour-of-week slot of each value).
 
     Per-price features have one value per price shown; ``views_per_sku_hour`` has one per
-    SKU-hour with at least one view."""
+    SKU-hour with at least one view, counting only the clock hours wholly inside
+    ``complete_hours`` when given (a window cut mid-hour would otherwise look like a drop in
+    traffic)."""
     ts = pd.to_datetime(decisions["ts"], utc=True)
     slot = _slot(ts)
     base = pd.to_numeric(decisions["base_price"], errors="coerce").to_numpy(dtype=float)
@@ -138,6 +143,10 @@ def feature_values(decisions: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.nd
         .value_counts()
         .reset_index(name="views")
     )
+    if complete_hours is not None:
+        lo, hi = (pd.Timestamp(t) for t in complete_hours)
+        whole = (cells["slot"] >= lo) & (cells["slot"] + pd.Timedelta(hours=1) <= hi)
+        cells = cells[whole]
     out["views_per_sku_hour"] = (cells["views"].to_numpy(dtype=float), _slot(cells["slot"]))
     return {k: _finite(v, h) for k, (v, h) in out.items()}
 
@@ -209,20 +218,28 @@ def psi(expected: np.ndarray, actual: np.ndarray, eps: float = EPS) -> float:
 # -- the champion's reference ---------------------------------------------------------------------
 
 
-def _reference_path(version: str) -> str:
-    return f"reports/monitor/reference/version={version}.json"
+def _reference_path(model: str, version: str, night: dt.date, first: dt.date) -> str:
+    return (
+        f"reports/monitor/reference/model={model}/version={version}/"
+        f"{first.isoformat()}_{night.isoformat()}.json"
+    )
 
 
 def reference(settings: Settings, lake: Lake, version: str, logical_date: str) -> dict[str, Any]:
     """Histograms of the decisions in the champion's training window, per hour-of-week slot
-    (cached per version)."""
-    path = _reference_path(version)
+    (cached per model, version and window; an empty one is not cached)."""
+    try:
+        night = dt.date.fromisoformat(logical_date)
+    except ValueError:
+        raise MonitorError(
+            f"champion v{version} has logical_date tag {logical_date!r}, not a date YYYY-MM-DD"
+        ) from None
+    first = night - dt.timedelta(days=settings.train_days - 1)
+    path = _reference_path(settings.model_name, version, night, first)
     if lake.exists(path):
         cached: dict[str, Any] = json.loads(lake.read_bytes(path))
         if cached.get("format") == REFERENCE_FORMAT:
             return cached
-    night = dt.date.fromisoformat(logical_date)
-    first = night - dt.timedelta(days=settings.train_days - 1)
     start = dt.datetime.combine(first, dt.time(), tzinfo=dt.UTC)
     end = dt.datetime.combine(night + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
     decisions = read_decisions(lake, start, end)
@@ -238,7 +255,8 @@ def reference(settings: Settings, lake: Lake, version: str, logical_date: str) -
         "rows": len(decisions),
         "features": hists,
     }
-    lake.write_bytes(path, json.dumps(ref).encode())
+    if len(decisions):
+        lake.write_bytes(path, json.dumps(ref).encode())
     log.info(
         "reference for champion v%s: %d decisions %s..%s", version, len(decisions), first, night
     )
@@ -275,8 +293,15 @@ def drift(
             f"{settings.monitor_min_rows}: drift not judged"
         )
         return out
+    if not ref["rows"]:
+        out["status"] = "no_reference"
+        out["message"] = (
+            f"no decisions in the lake for champion v{ref['version']}'s training window "
+            f"{ref['start']}..{ref['end']} (raw/decisions): drift not judged"
+        )
+        return out
     slots = _window_slots(start, end)
-    values = feature_values(decisions)
+    values = feature_values(decisions, complete_hours=(start, end))
     for name, spec in ref["features"].items():
         hist = Histogram.from_dict(spec)
         expected = hist.counts[slots].sum(axis=0)
@@ -316,21 +341,32 @@ def drift(
 
 
 def kpis(decisions: pd.DataFrame) -> dict[str, Any]:
-    """Business KPIs of the prices shown in the window."""
+    """Business KPIs of the prices shown in the window. The raw feed of the current day is not
+    validated yet: rows without a price, action or propensity are counted in ``bad_rows`` and
+    left out; an unknown unit cost counts as no cost."""
+    price_ok = pd.to_numeric(decisions["price_shown"], errors="coerce").notna()
+    action_ok = pd.to_numeric(decisions["action"], errors="coerce").notna()
+    prop_ok = pd.to_numeric(decisions["propensity"], errors="coerce").notna()
+    usable = price_ok & action_ok & prop_ok
+    bad = int((~usable).sum())
+    decisions = decisions[usable]
     n = len(decisions)
     if n == 0:
-        return {"decisions": 0}
+        return {"decisions": 0, "bad_rows": bad}
     bought = (decisions["outcome"].astype(str) == "purchase").to_numpy()
     qty = pd.to_numeric(decisions["quantity"], errors="coerce").fillna(0).to_numpy(dtype=float)
     qty = np.where(bought, qty, 0.0)
-    price = decisions["price_shown"].to_numpy(dtype=float)
+    price = pd.to_numeric(decisions["price_shown"]).to_numpy(dtype=float)
     cost = pd.to_numeric(decisions["unit_cost"], errors="coerce").fillna(0).to_numpy(dtype=float)
     revenue = float(np.sum(qty * price))
     gross = float(np.sum(qty * (price - cost)))
-    actions = decisions["action"].astype(int).value_counts(normalize=True).sort_index()
+    actions = (
+        pd.to_numeric(decisions["action"]).astype(int).value_counts(normalize=True).sort_index()
+    )
     prop = pd.to_numeric(decisions["propensity"], errors="coerce").to_numpy(dtype=float)
     return {
         "decisions": n,
+        "bad_rows": bad,
         "purchases": int(bought.sum()),
         "conversion": float(bought.mean()),
         "revenue": round(revenue, 2),
@@ -344,8 +380,26 @@ def kpis(decisions: pd.DataFrame) -> dict[str, Any]:
 # -- outputs --------------------------------------------------------------------------------------
 
 
-def report_path(start: dt.datetime) -> str:
-    return f"reports/monitor/date={start.date().isoformat()}/hour={start.hour:02d}.json"
+WATERMARK = "reports/monitor/watermark.json"
+
+
+def report_path(start: dt.datetime, end: dt.datetime) -> str:
+    """``date=D/hour=HH.json`` for a clock hour; other windows name their end too."""
+    day = f"reports/monitor/date={start.date().isoformat()}"
+    if start.minute == start.second == start.microsecond == 0 and end - start == dt.timedelta(
+        hours=1
+    ):
+        return f"{day}/hour={start.hour:02d}.json"
+    return f"{day}/{start.strftime('%H%M%S')}-{end.strftime('%Y%m%dT%H%M%S')}.json"
+
+
+def watermark(settings: Settings) -> dt.datetime | None:
+    """The end of the last window the monitor published, or None."""
+    lake = Lake.from_uri(settings.lake, settings.s3_endpoint_url)
+    if not lake.exists(WATERMARK):
+        return None
+    end = dt.datetime.fromisoformat(json.loads(lake.read_bytes(WATERMARK))["end"])
+    return end if end.tzinfo else end.replace(tzinfo=dt.UTC)
 
 
 def _metrics(report: dict[str, Any]) -> dict[str, float]:
@@ -440,17 +494,14 @@ def _champion(settings: Settings) -> tuple[str, str] | None:
     mv = reg.alias("champion")
     if mv is None:
         return None
-    night = mv.tags.get("logical_date")
-    if not night:
-        raise MonitorError(
-            f"champion v{mv.version} has no logical_date tag: its training data is unknown; "
-            "promote a version registered by the nightly pipeline"
-        )
-    return str(mv.version), night
+    return str(mv.version), mv.tags.get("logical_date", "")
 
 
-def monitor_window(settings: Settings, start: dt.datetime, end: dt.datetime) -> dict[str, Any]:
-    """Monitor ``[start, end)``: KPIs and drift, written to the lake, MLflow and the Pushgateway.
+def monitor_window(
+    settings: Settings, start: dt.datetime, end: dt.datetime, publish: bool = True
+) -> dict[str, Any]:
+    """Monitor ``[start, end)``: KPIs and drift; with ``publish``, written to the lake, MLflow
+    and the Pushgateway, and the watermark moved to ``end``.
 
     Returns the report; ``report["drift"]["status"]`` is ``drift`` when a market feature crossed
     the threshold and ``report["retrain"]`` whether that should start a retrain."""
@@ -464,6 +515,13 @@ def monitor_window(settings: Settings, start: dt.datetime, end: dt.datetime) -> 
             "psi": {},
             "message": "no champion yet: nothing to compare the live traffic with",
         }
+    elif not champion[1]:
+        drift_report = {
+            "status": "no_reference",
+            "psi": {},
+            "message": f"champion v{champion[0]} has no logical_date tag, so its training data "
+            "is unknown: drift not judged (promote a version the nightly pipeline registered)",
+        }
     else:
         ref = reference(settings, lake, *champion)
         drift_report = drift(ref, decisions, start, end, settings)
@@ -474,13 +532,17 @@ def monitor_window(settings: Settings, start: dt.datetime, end: dt.datetime) -> 
         "drift": drift_report,
         "retrain": drift_report["status"] == "drift" and settings.retrain_on_drift,
     }
-    path = report_path(start)
-    lake.write_bytes(path, json.dumps(report, indent=2).encode())
-    report["report_uri"] = lake.uri(path)
-    report["mlflow_run_id"] = log_to_mlflow(settings, report)
-    if settings.pushgateway_url:
-        push_metrics(settings, report)
-        report["pushed_to"] = settings.pushgateway_url
+    if publish:
+        path = report_path(start, end)
+        lake.write_bytes(path, json.dumps(report, indent=2, allow_nan=False).encode())
+        report["report_uri"] = lake.uri(path)
+        report["mlflow_run_id"] = log_to_mlflow(settings, report)
+        if settings.pushgateway_url:
+            push_metrics(settings, report)
+            report["pushed_to"] = settings.pushgateway_url
+        last = watermark(settings)
+        if last is None or end > last:
+            lake.write_bytes(WATERMARK, json.dumps({"end": end.isoformat()}).encode())
     log.info(
         "monitor %s..%s: %d prices shown; %s",
         start.isoformat(),

@@ -163,7 +163,7 @@ def test_same_market_is_not_drift(monitored: tuple[Settings, Lake, str]) -> None
     assert report["kpis"]["decisions"] >= 300
     assert 0 < report["kpis"]["conversion"] < 1
     # written where the dashboard and MLflow can see it
-    stored = json.loads(lake.read_bytes(report_path(at(LIVE, 8))))
+    stored = json.loads(lake.read_bytes(report_path(at(LIVE, 8), at(LIVE, 14))))
     assert stored["drift"]["psi"] == drift["psi"]
     run = mlflow.MlflowClient(settings.tracking_uri).get_run(report["mlflow_run_id"])
     assert run.data.metrics["decisions"] == report["kpis"]["decisions"]
@@ -263,7 +263,7 @@ def test_the_cli_prints_the_window_and_exits_2_on_drift(
     day = LIVE + dt.timedelta(days=1)
     out = tmp_path / "monitor.json"
     res = runner.invoke(
-        app, ["monitor", "--start", f"{day}T08:00", "--end", f"{day}T14:00", "--json", str(out)]
+        app, ["monitor", "--start", f"{day}T09:00", "--end", f"{day}T15:00", "--json", str(out)]
     )
     assert res.exit_code == 2, res.output
     assert "PSI competitor_rel (market)" in res.output and "drift" in res.output
@@ -275,3 +275,44 @@ def test_the_cli_prints_the_window_and_exits_2_on_drift(
     assert "no drift" in res.output and "conversion" in res.output
     res = runner.invoke(app, ["monitor", "--start", "yesterday"])
     assert res.exit_code == 1 and "--start must be a time" in res.output
+    # read-only unless --publish: the drifted window wrote no report
+    assert not monitored[1].exists(
+        f"reports/monitor/date={day}/090000-{day.strftime('%Y%m%d')}T150000.json"
+    )
+
+
+def test_windows_cut_mid_hour_are_not_drift(monitored: tuple[Settings, Lake, str]) -> None:
+    """Only whole clock hours count for visitors per SKU-hour: a window from 08:30 would
+    otherwise see half-hours as a fall in traffic."""
+    settings, _, _ = monitored
+    half = dt.timedelta(minutes=30)
+    report = monitor_window(settings, at(LIVE, 8) + half, at(LIVE, 14) + half, publish=False)
+    assert report["drift"]["status"] == "ok", report["drift"]
+    assert "report_uri" not in report
+
+
+def test_bad_rows_are_counted_not_fatal() -> None:
+    df = pd.DataFrame(
+        {
+            "outcome": ["purchase", "purchase", "view"],
+            "quantity": [1, 1, 0],
+            "price_shown": [10.0, float("nan"), 11.0],
+            "unit_cost": [6.0, 6.0, float("nan")],
+            "action": [2, 2, None],
+            "propensity": [0.9, 0.9, 0.9],
+        }
+    )
+    got = kpis(df)
+    assert got["decisions"] == 1 and got["bad_rows"] == 2
+    assert got["revenue"] == pytest.approx(10.0) and got["margin"] == pytest.approx(0.4)
+
+
+def test_the_watermark_follows_the_published_windows(monitored: tuple[Settings, Lake, str]) -> None:
+    from pipeline.monitor import watermark
+
+    settings, _, _ = monitored
+    later = LIVE + dt.timedelta(days=5)  # after every window the other tests publish
+    monitor_window(settings, at(later, 20), at(later, 21))
+    assert watermark(settings) == at(later, 21)
+    monitor_window(settings, at(LIVE, 3), at(LIVE, 4))  # an older window never moves it back
+    assert watermark(settings) == at(later, 21)
