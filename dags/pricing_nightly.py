@@ -15,11 +15,15 @@ validate / features / refit / fidelity ──(one failed)──► night_stopped
 (`PRICING_NIGHTLY_CRON`, default `0 2 * * *`, UTC) is a data-interval timetable: the run for `D`
 starts at the end of its interval, at 02:00 on `D+1`, when the day's logs are complete. A manual
 run takes the logical date picked in the trigger form; a run triggered without one processes the
-day before it started. An invalid cron expression shows as an import error of this file.
+night of the latest complete interval. An invalid cron expression shows as an import error of
+this file.
 
 **Drift.** Besides the cron, an event on the asset `pricing://drift` (emitted by the hourly
 `pricing_monitor` DAG when the market drifted away from the champion's training data) starts a
-run at once; like a manual run without a date, it processes the latest complete day.
+run at once. Like a manual run without a date, it processes the night of the latest *complete*
+interval of the schedule (at 01:00 that is the day before yesterday: yesterday's logs are not
+complete until 02:00); if that night's gate has already decided, the run is skipped with the
+reason in `validate`'s log — the drifted hours are in the next scheduled night's window.
 
 **Gates.** A step that stops the night (bad raw partition, bad features, no logs, a refit simulator
 that does not reproduce the held-out days) fails *without retries*, with the reason as the last
@@ -93,13 +97,24 @@ STOP_KEY = "night_stopped"
 _MAX_DETAILS_CHARS = 4000  # stop details beyond this stay in the lake's reports, not in XCom
 
 
+def latest_complete_night(schedule: str, after: dt.datetime) -> dt.date:
+    """The day of the latest data interval of ``schedule`` (UTC) that had ended by ``after``:
+    the night a scheduled run would have processed last."""
+    from croniter import croniter
+
+    fires = croniter(schedule, after.astimezone(dt.UTC))
+    fires.get_prev(dt.datetime)  # the end of that interval
+    start: dt.datetime = fires.get_prev(dt.datetime)
+    return start.date()
+
+
 def _night() -> dt.date:
     """The UTC day whose logs this run processes (see the DAG's documentation)."""
     context = get_current_context()
     logical = context.get("logical_date")
     if logical is not None:
         return logical.astimezone(dt.UTC).date()
-    return (context["dag_run"].run_after.astimezone(dt.UTC) - dt.timedelta(days=1)).date()
+    return latest_complete_night(SCHEDULE, context["dag_run"].run_after)
 
 
 def _settings() -> Settings:
@@ -134,6 +149,19 @@ def _gated(step: Callable[[Settings, dt.date], dict[str, Any]]) -> dict[str, Any
         get_current_context()["ti"].xcom_push(key=STOP_KEY, value=record)
         log.error("night %s stopped at %s: %s", night, stop.step, stop)
         raise AirflowFailException(f"night {night} stopped at {stop.step}: {stop}") from None
+
+
+def _skip_if_decided(night: dt.date) -> None:
+    """A drift event for a night whose gate already decided: nothing new to learn from."""
+    from pipeline.lake import Lake
+
+    settings = _settings()
+    path = f"reports/gate/date={night.isoformat()}/decision.json"
+    if Lake.from_uri(settings.lake, settings.s3_endpoint_url).exists(path):
+        raise AirflowSkipException(
+            f"drift event: night {night} was already trained and gated ({path}); the drifted "
+            "hours are in the window of the next scheduled night"
+        )
 
 
 def _training_progress(algo: str) -> Callable[[int, int, float | None], None]:
@@ -173,6 +201,10 @@ def pricing_nightly() -> None:
         """Great Expectations on the night's raw feeds; a bad partition goes to quarantine."""
         from pipeline.nightly import validate_raw
 
+        context = get_current_context()
+        run_type = context["dag_run"].run_type
+        if getattr(run_type, "value", run_type) == "asset_triggered":
+            _skip_if_decided(_night())
         return _gated(validate_raw)
 
     @task(outlets=[FEATURES])

@@ -632,12 +632,19 @@ def up(
         # The promote DAG refuses to move the champion unless a token is configured.
         os.environ["PRICING_ADMIN_TOKEN"] = secrets.token_urlsafe(16)
         token_note = f"generated for this session: {os.environ['PRICING_ADMIN_TOKEN']}"
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # `kill` stops the stack like Ctrl-C does
     try:
         components, password = local_stack.start(
             settings, airflow_port, mlflow_port, say=lambda m: console.print(f"[dim]{m}[/]")
         )
     except (local_stack.StackError, AirflowRunError) as err:
         _fail(str(err))
+    except KeyboardInterrupt:
+        _fail("interrupted while starting; everything started was stopped", code=130)
     table = Table(title="running on localhost (Ctrl-C stops everything)")
     for col in ("service", "URL", "notes"):
         table.add_column(col)
@@ -652,10 +659,6 @@ def up(
         f"pricing_promote (the form; admin token {token_note}), pricing_monitor"
     )
 
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)  # `kill` stops the stack like Ctrl-C does
     try:
         while all(c.process.poll() is None for c in components):
             time.sleep(1.0)

@@ -113,6 +113,7 @@ def start(
         **os.environ,
         "PRICING_DATA_DIR": str(data_dir),
         "MLFLOW_TRACKING_URI": settings.tracking_uri,
+        "AIRFLOW__API__HOST": "127.0.0.1",  # the UI can move the champion: not on the LAN
         "AIRFLOW__API__PORT": str(airflow_port),
         "AIRFLOW__API__BASE_URL": f"http://localhost:{airflow_port}",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
@@ -120,43 +121,55 @@ def start(
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
-    components = [
-        Component(
-            "Airflow",
-            f"http://localhost:{airflow_port}",
-            f"http://127.0.0.1:{airflow_port}/api/v2/version",
-            home / "standalone.log",
-            _spawn([str(bin_dir / "airflow"), "standalone"], env, home / "standalone.log"),
-        ),
-        Component(
-            "MLflow",
-            f"http://localhost:{mlflow_port}",
-            f"http://127.0.0.1:{mlflow_port}/health",
-            data_dir / "mlflow-server.log",
-            _spawn(
-                [
-                    str(bin_dir / "mlflow"),
-                    "server",
-                    "--backend-store-uri",
-                    settings.tracking_uri,
-                    "--default-artifact-root",
-                    settings.artifacts_dir.as_uri(),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(mlflow_port),
-                ],
-                env,
-                data_dir / "mlflow-server.log",
-            ),
-        ),
-    ]
+    components: list[Component] = []
+    try:  # whatever happens before the stack is up (Ctrl-C included), nothing is left running
+        components.append(
+            Component(
+                "Airflow",
+                f"http://localhost:{airflow_port}",
+                f"http://127.0.0.1:{airflow_port}/api/v2/version",
+                home / "standalone.log",
+                _spawn([str(bin_dir / "airflow"), "standalone"], env, home / "standalone.log"),
+            )
+        )
+        mlflow_cmd = [
+            str(bin_dir / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            settings.tracking_uri,
+            "--default-artifact-root",
+            settings.artifacts_dir.as_uri(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(mlflow_port),
+        ]
+        log = data_dir / "mlflow-server.log"
+        components.append(
+            Component(
+                "MLflow",
+                f"http://localhost:{mlflow_port}",
+                f"http://127.0.0.1:{mlflow_port}/health",
+                log,
+                _spawn(mlflow_cmd, env, log),
+            )
+        )
+        _wait_until_up(components, timeout_s, say)
+    except BaseException:
+        stop(components)
+        raise
+    return components, password
+
+
+def _wait_until_up(
+    components: list[Component], timeout_s: float, say: Callable[[str], None]
+) -> None:
+    """Until every component answers; StackError naming the one that exited or is too slow."""
     deadline = time.monotonic() + timeout_s
     pending = list(components)
     while pending:
         for c in list(pending):
             if c.process.poll() is not None:
-                stop(components)
                 raise StackError(
                     f"{c.name} exited with code {c.process.returncode}; its log {c.log} ends:\n"
                     f"{_tail(c.log)}"
@@ -165,12 +178,9 @@ def start(
                 say(f"{c.name} is up at {c.url}")
                 pending.remove(c)
         if pending and time.monotonic() > deadline:
-            stop(components)
             names = ", ".join(c.name for c in pending)
+            logs = ", ".join(str(c.log) for c in pending)
             raise StackError(
-                f"{names} did not answer within {timeout_s:.0f} s (ports taken? see "
-                + ", ".join(str(c.log) for c in pending)
-                + ")"
+                f"{names} did not answer within {timeout_s:.0f} s (ports taken? {logs})"
             )
         time.sleep(1.0)
-    return components, password

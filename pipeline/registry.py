@@ -137,22 +137,26 @@ class Ledger:
 def promotion_lock(settings: Settings, timeout_s: float = 120.0) -> Iterator[None]:
     """Serialise alias moves across processes (and hosts, on PostgreSQL)."""
     uri = settings.lock_uri or settings.tracking_uri
-    if uri.startswith(("postgresql", "postgres")):
+    if uri.startswith("postgresql"):
         import sqlalchemy as sa
 
         key = zlib.crc32(f"pricing-promotion:{settings.model_name}".encode())
-        engine = sa.create_engine(uri)
-        with engine.connect() as conn:
-            deadline = time.monotonic() + timeout_s
-            while not conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
-                if time.monotonic() > deadline:
-                    raise TimeoutError("another promotion holds the lock; try again later")
-                time.sleep(0.2)
-            try:
-                yield
-            finally:
-                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-        engine.dispose()
+        # autocommit: the session holds the lock without sitting idle in a transaction
+        engine = sa.create_engine(uri, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                deadline = time.monotonic() + timeout_s
+                lock = sa.text("SELECT pg_try_advisory_lock(:k)")
+                while not conn.execute(lock, {"k": key}).scalar():
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("another promotion holds the lock; try again later")
+                    time.sleep(0.2)
+                try:
+                    yield
+                finally:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        finally:
+            engine.dispose()
         return
     settings.runtime_dir.mkdir(parents=True, exist_ok=True)
     path = settings.runtime_dir / f"promotion-{settings.model_name}.lock"

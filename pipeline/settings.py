@@ -103,6 +103,11 @@ class Settings(BaseSettings):
                 f"PRICING_HOLDOUT_DAYS ({self.holdout_days}) must be below PRICING_TRAIN_DAYS "
                 f"({self.train_days}): the refit needs days of its own"
             )
+        if self.lock_uri and not self.lock_uri.startswith("postgresql"):
+            raise ValueError(
+                f"PRICING_LOCK_URI must be a PostgreSQL URL such as "
+                f"postgresql+psycopg2://user@host:5432/db (got {self.lock_uri.split(':', 1)[0]}://…)"
+            )
         bad = [a for a in self.algos if a not in ("ppo", "dqn")]
         if bad:
             raise ValueError(f"PRICING_ALGOS: unknown algorithm {bad[0]!r}; use ppo and/or dqn")

@@ -129,3 +129,25 @@ def test_parsing_imports_nothing_heavy_and_reads_the_cron(airflow_home: Path) ->
         "pricing_promote": None,
         "pricing_monitor": "*/30 * * * *",
     }
+
+
+@pytest.mark.parametrize(
+    ("schedule", "after", "night"),
+    [
+        ("0 2 * * *", "2026-03-11T15:00", "2026-03-10"),  # yesterday's logs are complete
+        ("0 2 * * *", "2026-03-11T01:00", "2026-03-09"),  # not yet: the night before
+        ("30 3 * * 1-5", "2026-03-16T12:00", "2026-03-13"),  # Monday: Friday's interval
+    ],
+)
+def test_a_run_without_a_date_takes_the_latest_complete_night(
+    airflow_home: Path, schedule: str, after: str, night: str
+) -> None:
+    import datetime as dt
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("nightly_dag", DAGS / "pricing_nightly.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    when = dt.datetime.fromisoformat(after).replace(tzinfo=dt.UTC)
+    assert module.latest_complete_night(schedule, when) == dt.date.fromisoformat(night)

@@ -1,0 +1,35 @@
+"""Settings refuse bad values at construction, naming the variable and the fix."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from pipeline.settings import Settings
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"PRICING_HOLDOUT_DAYS": "28"},
+            "PRICING_HOLDOUT_DAYS (28) must be below PRICING_TRAIN_DAYS",
+        ),
+        ({"PRICING_ALGOS": '["ppo", "a2c"]'}, "PRICING_ALGOS: unknown algorithm 'a2c'"),
+        ({"PRICING_LOCK_URI": "mysql://db/locks"}, "PRICING_LOCK_URI must be a PostgreSQL URL"),
+        ({"PRICING_LOCK_URI": "postgres://db/locks"}, "PRICING_LOCK_URI must be a PostgreSQL URL"),
+        ({"PRICING_DRIFT_PSI_THRESHOLD": "0"}, "drift_psi_threshold"),
+    ],
+)
+def test_bad_values_name_the_variable(
+    env: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Settings()
+
+
+def test_a_postgresql_lock_uri_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRICING_LOCK_URI", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+    assert Settings().lock_uri.startswith("postgresql+psycopg2://")
