@@ -153,11 +153,10 @@ def _gated(step: Callable[[Settings, dt.date], dict[str, Any]]) -> dict[str, Any
 
 def _skip_if_decided(night: dt.date) -> None:
     """A drift event for a night whose gate already decided: nothing new to learn from."""
-    from pipeline.lake import Lake
+    from pipeline.nightly import gate_decided
 
-    settings = _settings()
-    path = f"reports/gate/date={night.isoformat()}/decision.json"
-    if Lake.from_uri(settings.lake, settings.s3_endpoint_url).exists(path):
+    path = gate_decided(_settings(), night)
+    if path is not None:
         raise AirflowSkipException(
             f"drift event: night {night} was already trained and gated ({path}); the drifted "
             "hours are in the window of the next scheduled night"

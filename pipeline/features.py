@@ -57,18 +57,10 @@ FEATURE_COLUMNS: tuple[str, ...] = (
     "sales_velocity",
     "price_changes",
 )
-DECISION_FEATURES: tuple[str, ...] = (
-    "views",
-    "carts",
-    "abandons",
-    "mean_price",
-    "price_rel",
-    "competitor_gap",
-    "inventory_start",
-    "inventory_end",
-    "conversion",
-    "abandon_rate",
-    "price_changes",
+#: what a transactions-only log also gives; every other feature needs the decision log
+TRANSACTION_FEATURES: tuple[str, ...] = ("purchases", "units", "revenue", "sales_velocity")
+DECISION_FEATURES: tuple[str, ...] = tuple(
+    c for c in FEATURE_COLUMNS if c not in ("date", "sku", *TRANSACTION_FEATURES)
 )
 # Counts that are 0 (not NaN) for an SKU-day the decision log covers but that had no rows.
 _DECISION_COUNTS = ("views", "carts", "abandons", "price_changes")

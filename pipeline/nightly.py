@@ -573,6 +573,13 @@ def run_night(
     return result
 
 
+def gate_decided(settings: Settings, date: dt.date) -> str | None:
+    """Where the gate's decision for ``date`` lies, if the night got that far; else None."""
+    lake = _lake(settings)
+    path = _report_path("gate", date, "decision.json")
+    return lake.uri(path) if lake.exists(path) else None
+
+
 def night_summary(settings: Settings, date: dt.date) -> dict[str, Any]:
     """The evaluation table and the gate's decision of a completed night, for printing."""
     lake = _lake(settings)
@@ -587,6 +594,7 @@ __all__ = [
     "check_fidelity",
     "evaluate_candidates",
     "extract_features",
+    "gate_decided",
     "night_summary",
     "promotion_gate",
     "refit_simulator",

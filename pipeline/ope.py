@@ -51,6 +51,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from sim.history import DECISION_COLUMNS
 from sim.market import Market
 from sim.policies import Policy
 from sim.world import MarketParams, World
@@ -90,18 +91,11 @@ UNIT_COLUMNS: tuple[str, ...] = (
     "carts_ema",
 )
 
-REQUIRED_DECISION_COLUMNS: tuple[str, ...] = (
-    "ts",
-    "sku",
-    "base_price",
-    "price_shown",
-    "competitor_price",
-    "inventory",
-    "action",
-    "propensity",
-    "outcome",
-    "quantity",
-    "unit_cost",
+#: the decisions feed's columns the estimators read (no ids, segment, policy or A/B arm)
+REQUIRED_DECISION_COLUMNS: tuple[str, ...] = tuple(
+    c
+    for c in DECISION_COLUMNS
+    if c not in ("event_id", "segment", "customer_id", "policy_id", "ab_arm")
 )
 
 # The default season clock is anchored at a fixed Monday, so that any slice of the same log puts a

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.lake import Lake
 from sim.world import World, default_world
 
 
@@ -116,6 +117,15 @@ def s3_lake_uri(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     bucket = f"lake-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
     return f"s3://{bucket}/lake"
+
+
+@pytest.fixture(params=["local", "s3"])
+def lake(request: pytest.FixtureRequest, tmp_path: Path) -> Lake:
+    """The same lake API over a local directory and over S3 (moto's server, real HTTP)."""
+    if request.param == "local":
+        return Lake.from_uri(str(tmp_path / "lake"))
+    uri = request.getfixturevalue("s3_lake_uri")
+    return Lake.from_uri(uri, endpoint_url=request.getfixturevalue("s3_endpoint"))
 
 
 @pytest.fixture(autouse=True)

@@ -15,15 +15,6 @@ D2 = dt.date(2026, 1, 6)
 D3 = dt.date(2026, 1, 7)
 
 
-@pytest.fixture(params=["local", "s3"])
-def lake(request: pytest.FixtureRequest, tmp_path: Path) -> Lake:
-    """The same lake API over a local directory and over S3 (moto's server, real HTTP)."""
-    if request.param == "local":
-        return Lake.from_uri(str(tmp_path / "lake"))
-    uri = request.getfixturevalue("s3_lake_uri")
-    return Lake.from_uri(uri, endpoint_url=request.getfixturevalue("s3_endpoint"))
-
-
 def frame(n: int, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     return pd.DataFrame(

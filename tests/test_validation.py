@@ -327,14 +327,6 @@ def test_validation_is_quiet_in_a_process_that_logs_at_info() -> None:
     assert run.stderr.strip() == "", run.stderr
 
 
-@pytest.fixture(params=["local", "s3"])
-def lake(request: pytest.FixtureRequest, tmp_path: Path) -> Lake:
-    if request.param == "local":
-        return Lake.from_uri(str(tmp_path / "lake"))
-    uri = request.getfixturevalue("s3_lake_uri")
-    return Lake.from_uri(uri, endpoint_url=request.getfixturevalue("s3_endpoint"))
-
-
 def test_read_and_validate_then_quarantine(lake: Lake, logs: DayLogs) -> None:
     bad = logs.decisions.copy()
     bad.loc[bad.index[0], "propensity"] = 0.0

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
-PROMOTION_POOL = "pricing_promotion"
+PROMOTION_POOL = "pricing_promotion"  # as in the DAGs and pipeline.airflow_run
 
 
 def airflow_env(home: Path) -> dict[str, str]:
@@ -48,13 +48,9 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def airflow_db(airflow_home: Path) -> None:
     """The metadata DB migrated, and the promotion pool the DAGs use."""
-    from airflow.models.pool import Pool
-    from airflow.utils.db import initdb
+    from pipeline.airflow_run import prepare_db
 
-    initdb()
-    Pool.create_or_update_pool(
-        PROMOTION_POOL, 1, "champion moves: pricing_promote and the nightly gate", False
-    )
+    prepare_db()
 
 
 def run_dag(dag_id: str, **kwargs: Any) -> DagRun:
