@@ -393,9 +393,9 @@ def report_path(start: dt.datetime, end: dt.datetime) -> str:
     return f"{day}/{start.strftime('%H%M%S')}-{end.strftime('%Y%m%dT%H%M%S')}.json"
 
 
-def watermark(settings: Settings) -> dt.datetime | None:
+def watermark(settings: Settings, lake: Lake | None = None) -> dt.datetime | None:
     """The end of the last window the monitor published, or None."""
-    lake = Lake.from_uri(settings.lake, settings.s3_endpoint_url)
+    lake = lake or Lake.from_uri(settings.lake, settings.s3_endpoint_url)
     if not lake.exists(WATERMARK):
         return None
     end = dt.datetime.fromisoformat(json.loads(lake.read_bytes(WATERMARK))["end"])
@@ -486,11 +486,11 @@ def push_metrics(settings: Settings, report: dict[str, Any]) -> None:
     )
 
 
-def _champion(settings: Settings) -> tuple[str, str] | None:
+def _champion(settings: Settings, lake: Lake) -> tuple[str, str] | None:
     """(version, logical_date) of the champion, or None before the first promotion."""
     from pipeline.registry import Registry
 
-    reg = Registry(settings, Lake.from_uri(settings.lake, settings.s3_endpoint_url))
+    reg = Registry(settings, lake)
     mv = reg.alias("champion")
     if mv is None:
         return None
@@ -508,7 +508,7 @@ def monitor_window(
     start, end = _utc(start), _utc(end)
     lake = Lake.from_uri(settings.lake, settings.s3_endpoint_url)
     decisions = read_decisions(lake, start, end)
-    champion = _champion(settings)
+    champion = _champion(settings, lake)
     if champion is None:
         drift_report: dict[str, Any] = {
             "status": "no_champion",
@@ -540,7 +540,7 @@ def monitor_window(
         if settings.pushgateway_url:
             push_metrics(settings, report)
             report["pushed_to"] = settings.pushgateway_url
-        last = watermark(settings)
+        last = watermark(settings, lake)
         if last is None or end > last:
             lake.write_bytes(WATERMARK, json.dumps({"end": end.isoformat()}).encode())
     log.info(
