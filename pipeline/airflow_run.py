@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import PricingError
+
 PROMOTION_POOL = "pricing_promotion"
 
 
-class AirflowRunError(RuntimeError):
+class AirflowRunError(PricingError, RuntimeError):
     """Airflow could not be set up, or the DAG could not be loaded."""
 
 

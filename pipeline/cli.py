@@ -4,21 +4,161 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer._click.core import Context as ClickContext  # typer vendors click
+from typer._click.exceptions import ClickException, NoArgsIsHelpError
+from typer.core import TyperGroup
+
+from pipeline.errors import ExitCode, PricingError
+from pipeline.tracking import require_tracking
+
+# Messages go to standard error and are never wrapped: a message cut mid-sentence at 80 columns
+# (the width rich assumes without a terminal) reads badly in logs and defeats grep.
+console = Console(stderr=True, soft_wrap=True)
+DEBUG_ENV = "PRICING_DEBUG"
+
+
+class _Commands(TyperGroup):
+    """Every command's errors become one message and a documented exit code (`ExitCode`): the
+    traceback only with ``--debug`` (or PRICING_DEBUG=1), or in a log file for a bug."""
+
+    def invoke(self, ctx: ClickContext) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise
+        except KeyboardInterrupt:
+            console.print("[bold red]interrupted[/]")
+            raise typer.Exit(ExitCode.INTERRUPTED) from None
+        except Exception as err:
+            code, message = explain(err)
+            if os.environ.get(DEBUG_ENV):
+                console.print_exception()
+            elif code == ExitCode.INTERNAL:
+                message += f"; the traceback is in {_write_traceback(err)}"
+            console.print(f"[bold red]error:[/] {escape(message)}")
+            raise typer.Exit(code) from None
+
 
 app = typer.Typer(
+    cls=_Commands,
     add_completion=False,
     no_args_is_help=True,
-    help="Reinforcement-learning dynamic pricing: simulate, train, evaluate.",
+    pretty_exceptions_enable=False,
+    help="Reinforcement-learning dynamic pricing: simulate, train, evaluate. Exit codes: 0 done; "
+    "1 bad input or settings; 2 a gate stopped the night, or drift; 3 admin token missing or "
+    "wrong; 4 a service out of reach (lake, MLflow, database); 5 a bug (traceback in a file); "
+    "130 interrupted.",
 )
-console = Console(stderr=True)
+
+
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="show the traceback of an error (or PRICING_DEBUG=1)")
+    ] = False,
+) -> None:
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+
+
+# The libraries whose exceptions mean "a service is out of reach", found anywhere in the chain.
+_UNREACHABLE = {
+    "ConnectionError",
+    "ConnectionRefusedError",
+    "ConnectionResetError",
+    "ConnectTimeout",
+    "ConnectTimeoutError",
+    "EndpointConnectionError",
+    "MaxRetryError",
+    "NewConnectionError",
+    "ReadTimeout",
+    "ReadTimeoutError",
+    "TimeoutError",
+}
+_UNREACHABLE_TEXT = ("Max retries exceeded", "Connection refused", "Failed to establish")
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    cur: BaseException | None = err
+    while cur is not None and cur not in seen:
+        seen.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return seen
+
+
+def explain(err: BaseException) -> tuple[ExitCode, str]:
+    """The exit code and the one-line message for an error that reached the command line."""
+    if isinstance(err, PricingError):
+        return err.exit_code, str(err)
+    chain = _chain(err)
+    names = {type(e).__name__ for e in chain}
+    modules = " ".join(type(e).__module__ for e in chain)
+    text = " ".join(str(e) for e in chain)
+    if "sqlalchemy" in modules and "OperationalError" in names:
+        return ExitCode.UNAVAILABLE, (
+            f"a database is out of reach: {str(err).splitlines()[0]}; check that it runs and "
+            "MLFLOW_TRACKING_URI / PRICING_LOCK_URI"
+        )
+    if names & _UNREACHABLE or any(t in text for t in _UNREACHABLE_TEXT):
+        uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+        service = (
+            f"the MLflow tracking server {uri}"
+            if "mlflow" in modules or uri.startswith("http")
+            else "a service"
+        )
+        return ExitCode.UNAVAILABLE, (
+            f"{service} is out of reach ({type(err).__name__}: {str(err).splitlines()[0][:300]}); "
+            "check that it runs and that its address is right"
+        )
+    user_errors: list[type[BaseException]] = []
+    for module, name in (
+        ("sim.world", "WorldError"),
+        ("sim.fit", "FitError"),
+        ("pydantic", "ValidationError"),
+        ("mlflow.exceptions", "MlflowException"),
+    ):
+        loaded = sys.modules.get(module)  # an exception of a module never imported cannot occur
+        if loaded is not None:
+            user_errors.append(getattr(loaded, name))
+    if isinstance(err, tuple(user_errors)):
+        return ExitCode.BAD_INPUT, str(err)
+    if isinstance(err, FileNotFoundError | PermissionError | IsADirectoryError):
+        return ExitCode.BAD_INPUT, str(err)
+    return ExitCode.INTERNAL, f"unexpected {type(err).__name__}: {err}"
+
+
+def _write_traceback(err: BaseException) -> str:
+    """Append the traceback to a log file and return its path (under the data dir if writable)."""
+    import tempfile
+    import traceback
+
+    text = "".join(traceback.format_exception(err))
+    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    for folder in (
+        Path(os.environ.get("PRICING_DATA_DIR", "data")) / "logs",
+        Path(tempfile.gettempdir()),
+    ):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / "pricing-errors.log"
+            with path.open("a") as out:
+                out.write(f"--- {stamp} pricing {' '.join(sys.argv[1:])}\n{text}\n")
+            return str(path)
+        except OSError:
+            continue
+    return "(nowhere: no writable log folder)"
+
 
 WorldOpt = Annotated[
     Path | None,
@@ -37,8 +177,10 @@ EndpointOpt = Annotated[
 ]
 
 
-def _fail(message: str, code: int = 1) -> None:
-    console.print(f"[bold red]error:[/] {message}")
+def _fail(message: str, code: int = ExitCode.BAD_INPUT) -> NoReturn:
+    if os.environ.get(DEBUG_ENV) and sys.exc_info()[0] is not None:
+        console.print_exception()  # the error being handled, with --debug
+    console.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code)
 
 
@@ -114,9 +256,17 @@ def history(
             rows += len(day.decisions)
             purchases += len(day.transactions)
             bar.advance(task)
+    from pipeline.catalogue import add_to_catalogue
+    from sim.catalogue import Catalogue
+
+    catalogue = Catalogue.of_world(w)
+    written = add_to_catalogue(
+        store, first, list(catalogue.skus), True, catalogue.pricing, catalogue.horizon
+    )
     console.print(
         f"wrote {days} days x {len(w.skus)} SKUs: {rows:,} decisions, {purchases:,} transactions "
-        f"under {store.uri('raw')}/"
+        f"under {store.uri('raw')}/, and the catalogue (costs, stock, price ladder) to "
+        f"{written[0]}"
     )
 
 
@@ -220,6 +370,8 @@ def evaluate(
     names = [n.strip() for n in policies.split(",") if n.strip()]
     if not names:
         _fail("--policies is empty; e.g. --policies dp,rule,static")
+    if any(n.startswith("models:/") for n in names):
+        require_tracking(_settings())
     start = time.perf_counter()
     try:
         report = evaluate_policies(w, names, episodes, seed, log=console.print)
@@ -298,7 +450,10 @@ def _print_night(summary: dict[str, Any], title: str) -> None:
     decision = summary["decision"]
     verdict = "[bold green]PROMOTED[/]" if decision.get("moved") else "[bold yellow]KEPT[/]"
     _out().print(f"gate: {verdict} — {decision['reason']}")
-    _out().print(f"champion: v{decision.get('champion')}")
+    champion = decision.get("champion_label") or (
+        f"v{decision['champion']}" if decision.get("champion") else "none yet"
+    )
+    _out().print(f"champion: {champion}")
 
 
 def _print_demand(settings: Any, day: dt.date) -> None:
@@ -351,6 +506,7 @@ def nightly(
 
     settings = _settings(data_dir=data_dir, lake_uri=lake)
     day = _date(date, "--date")
+    require_tracking(settings)  # before hours of work, not after
     if airflow:
         _nightly_through_airflow(settings, day)
         return
@@ -455,6 +611,7 @@ def monitor(
     from pipeline.monitor import MonitorError, monitor_window
 
     settings = _settings()
+    require_tracking(settings)
     begin = _when(start, "--start")
     stop = _when(end, "--end") if end else begin + dt.timedelta(hours=1)
     try:
@@ -536,6 +693,7 @@ def _manual_move(
 
     settings = _settings()
     _require_token(settings, token)
+    require_tracking(settings)
     reg = Registry(settings, Lake.from_uri(settings.lake, settings.s3_endpoint_url))
     try:
         move = reg.manual_move(action, reason, version, who=who, dry_run=dry)
@@ -633,48 +791,68 @@ def up(
         os.environ["PRICING_ADMIN_TOKEN"] = secrets.token_urlsafe(16)
         token_note = f"generated for this session: {os.environ['PRICING_ADMIN_TOKEN']}"
 
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+    stopping = False
 
-    signal.signal(signal.SIGTERM, interrupt)  # `kill` stops the stack like Ctrl-C does
+    def interrupt(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        if not stopping:  # a second signal must not cut the clean-up short
+            stopping = True
+            raise KeyboardInterrupt
+
+    # Installed explicitly: a shell that starts a command in the background makes it ignore
+    # SIGINT, and Python then keeps ignoring it. `kill` and a closed terminal stop it too.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
     try:
-        components, password = local_stack.start(
+        stack = local_stack.start(
             settings, airflow_port, mlflow_port, say=lambda m: console.print(f"[dim]{m}[/]")
         )
     except (local_stack.StackError, AirflowRunError) as err:
         _fail(str(err))
     except KeyboardInterrupt:
         _fail("interrupted while starting; everything started was stopped", code=130)
-    table = Table(title="running on localhost (Ctrl-C stops everything)")
-    for col in ("service", "URL", "notes"):
-        table.add_column(col)
-    airflow, mlflow_ui = components
-    table.add_row(
-        "Airflow", airflow.url, f"login {local_stack.USER} / {password}; log {airflow.log}"
-    )
-    table.add_row("MLflow", mlflow_ui.url, f"registry and runs; log {mlflow_ui.log}")
-    _out().print(table)
-    _out().print(
-        "DAGs: pricing_nightly (un-pause it to run on its schedule, or trigger it), "
-        f"pricing_promote (the form; admin token {token_note}), pricing_monitor"
-    )
-
     try:
-        while all(c.process.poll() is None for c in components):
+        table = Table(title="running on localhost (Ctrl-C stops everything)")
+        for col in ("service", "URL", "notes"):
+            table.add_column(col)
+        airflow, mlflow_ui = stack.components
+        table.add_row(
+            "Airflow",
+            airflow.url,
+            f"login {local_stack.USER} / {stack.password}; log {airflow.log}",
+        )
+        table.add_row("MLflow", mlflow_ui.url, f"registry and runs; log {mlflow_ui.log}")
+        _out().print(table)
+        _out().print(
+            "DAGs: pricing_nightly (un-pause it to run on its schedule, or trigger it), "
+            f"pricing_promote (the form; admin token {token_note}), pricing_monitor"
+        )
+        while all(c.process.poll() is None for c in stack.components):
             time.sleep(1.0)
-        dead = [c for c in components if c.process.poll() is not None]
+        dead = [c for c in stack.components if c.process.poll() is not None]
         console.print(f"[red]{dead[0].name} stopped; see {dead[0].log}[/]")
     except KeyboardInterrupt:
-        console.print("stopping (up to 20 s)")
+        console.print(f"stopping (at most {stack.tree.grace_s + 5:.0f} s)")
     finally:
-        # a second Ctrl-C must not leave the servers running
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        local_stack.stop(components)
+        stopping = True
+        stack.stop()
 
 
-def main() -> None:  # pragma: no cover
-    app()
+def main() -> None:
+    """The `pricing` command: usage errors exit 1 like any other bad input (not click's 2, which
+    here means a gate stopped the night)."""
+    try:
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError as err:
+        err.show()  # `pricing` alone: the help, which is no error
+        code = ExitCode.OK
+    except ClickException as err:
+        err.show()
+        code = ExitCode.BAD_INPUT
+    except typer.Abort:
+        console.print("[bold red]interrupted[/]")
+        code = ExitCode.INTERRUPTED
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -25,8 +25,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.catalogue import add_to_catalogue
+from pipeline.errors import PricingError
 from pipeline.lake import Lake
+from sim.catalogue import derive_items
 from sim.history import TRANSACTION_COLUMNS
+from sim.world import default_world
 
 FEED = "transactions"
 CANONICAL = (
@@ -61,7 +65,7 @@ _TS_MIN = pd.Timestamp("1700-01-01", tz="UTC")
 _TS_MAX = pd.Timestamp("2200-01-01", tz="UTC")
 
 
-class IngestError(ValueError):
+class IngestError(PricingError, ValueError):
     """The source file or the mapping is unusable; the message names the field and the fix."""
 
 
@@ -113,6 +117,7 @@ class IngestReport:
     rejects_uri: str = ""
     summary_uri: str = ""
     mapping: dict[str, Any] = field(default_factory=dict)
+    catalogue: str = ""  # the catalogue snapshot the file's SKUs were added to
 
     @property
     def rows_rejected(self) -> int:
@@ -134,6 +139,7 @@ class IngestReport:
             "partitions": list(self.partitions),
             "rejects": self.rejects_uri,
             "mapping": self.mapping,
+            "catalogue": self.catalogue,
         }
 
 
@@ -545,6 +551,17 @@ def ingest_transactions(
         kept += k
         partitions.append(lake.write_partition("raw", FEED, date, _contract(rows)))
 
+    # The SKUs' facts the export gives (price; cost if mapped) go to the catalogue, with what it
+    # lacks (capacity; cost if not mapped) estimated and marked as assumed. SKUs already there
+    # keep their entry: a pricing team may have corrected it.
+    horizon = default_world().horizon  # capacity: 1.2 of its horizons (a week) of sales
+    horizon_hours = float(horizon.steps * horizon.step_hours)
+    catalogue = (
+        add_to_catalogue(lake, dates[0], derive_items(good, horizon_hours), replace=False)
+        if dates
+        else []
+    )
+
     counts = reason[~ok].value_counts()
     base = f"quarantine/ingest/{source.stem}/"
     buf = _rejects(frame, reason).to_parquet(index=False)
@@ -562,6 +579,7 @@ def ingest_transactions(
         rejects_uri=lake.uri(base + "rejects.parquet"),
         summary_uri=lake.uri(base + "summary.json"),
         mapping=m.to_dict(),
+        catalogue=catalogue[0] if catalogue else "",
     )
     summary = json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
     lake.write_bytes(base + "summary.json", summary.encode("utf-8"))

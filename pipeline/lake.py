@@ -24,6 +24,8 @@ from urllib.parse import unquote, urlparse
 
 import pandas as pd
 
+from pipeline.errors import PricingError, Unavailable
+
 ZONES = ("raw", "quarantine", "features", "reports")
 PART_NAME = "part-0000.parquet"
 _TMP_PREFIX = ".tmp-"
@@ -35,8 +37,12 @@ _PRODUCERS = {
 }
 
 
-class LakeError(ValueError):
+class LakeError(PricingError, ValueError):
     """A lake URI, path or partition is missing or invalid, or the store refused a request."""
+
+
+class LakeUnavailable(Unavailable, LakeError):
+    """The object store is out of reach, or refused the credentials."""
 
 
 def _check_relpath(relpath: str, allow_empty: bool = False) -> str:
@@ -180,6 +186,7 @@ class S3Store(Store):
     def _errors(self, action: str, key: str) -> Iterator[None]:
         """Turn botocore's exceptions into LakeErrors that say what to fix."""
         from botocore.exceptions import (
+            BotoCoreError,
             ClientError,
             EndpointConnectionError,
             NoCredentialsError,
@@ -190,13 +197,14 @@ class S3Store(Store):
         try:
             yield
         except (NoCredentialsError, PartialCredentialsError) as err:
-            raise LakeError(
+            raise LakeUnavailable(
                 f"cannot {action} {where}: {err}; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
                 "(or AWS_PROFILE)"
             ) from err
         except EndpointConnectionError as err:
-            raise LakeError(
-                f"cannot {action} {where}: {err}; check --s3-endpoint-url / PRICING_S3_ENDPOINT_URL"
+            raise LakeUnavailable(
+                f"cannot {action} {where}: the object store is out of reach ({err}); check that "
+                "it runs and --s3-endpoint-url / PRICING_S3_ENDPOINT_URL"
             ) from err
         except ClientError as err:
             code = err.response.get("Error", {}).get("Code", "")
@@ -206,11 +214,21 @@ class S3Store(Store):
                     f"first (e.g. `aws s3 mb s3://{self.bucket}`)"
                 ) from err
             if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
-                raise LakeError(
+                raise LakeUnavailable(
                     f"cannot {action} {where}: access denied ({code}); check the AWS credentials "
                     "and the bucket policy"
                 ) from err
+            status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if status >= 500:
+                raise LakeUnavailable(
+                    f"cannot {action} {where}: the object store answered {status} ({code}) after "
+                    "retries; try again when it has recovered"
+                ) from err
             raise LakeError(f"cannot {action} {where}: {err}") from err
+        except BotoCoreError as err:  # timeouts, dropped connections: after botocore's retries
+            raise LakeUnavailable(
+                f"cannot {action} {where}: {err}; check that the object store runs and answers"
+            ) from err
 
     @staticmethod
     def _is_missing(err: Exception) -> bool:

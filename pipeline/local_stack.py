@@ -5,15 +5,17 @@ metadata DB in ``<data_dir>/airflow``, the one `pricing nightly --airflow` and `
 and an MLflow tracking server on ``<data_dir>/mlflow.db``, waits until both answer, prints the
 URLs and the login, and stops both on Ctrl-C. The DAGs run with the caller's ``PRICING_*``
 environment, so runs triggered in the UI use the same lake and registry as the CLI.
+
+Every process of the stack (Airflow's components, its executor's workers, the task processes it
+starts in groups of their own, MLflow's workers) belongs to one `pipeline.procs.ProcessTree`: it
+stops in bounded time, and a watchdog stops it if the command that started it is killed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -24,13 +26,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import airflow_run
+from pipeline.errors import PricingError
+from pipeline.procs import ProcessTree
 from pipeline.settings import Settings
 
 USER = "admin"
 
 
-class StackError(RuntimeError):
+class StackError(PricingError, RuntimeError):
     """A component did not start; the message names it and its log."""
+
+
+# Executor slots of the embedded Airflow: each is a worker process, and the default (32) would
+# start 32 of them on a 2-core laptop. AIRFLOW__CORE__PARALLELISM in the environment wins.
+DEFAULT_PARALLELISM = 4
 
 
 @dataclass
@@ -70,28 +79,17 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
-def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+@dataclass
+class Stack:
+    """The running components and the process tree that holds all their processes."""
 
+    components: list[Component]
+    tree: ProcessTree
+    password: str
 
-def stop(components: list[Component], grace_s: float = 20.0) -> None:
-    """SIGTERM every component's process group, then SIGKILL what is left after ``grace_s``."""
-    for c in components:
-        _signal_group(c.process, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    for c in components:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            c.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        _signal_group(c.process, signal.SIGKILL)  # what is left of the group (workers)
-        c.process.wait()
-
-
-def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):  # the whole group is gone already
-        os.killpg(process.pid, sig)
+    def stop(self) -> None:
+        """SIGTERM every process of the stack, SIGKILL what is left after the tree's grace."""
+        self.tree.stop()
 
 
 def start(
@@ -100,8 +98,8 @@ def start(
     mlflow_port: int = 5000,
     timeout_s: float = 240.0,
     say: Callable[[str], None] = print,
-) -> tuple[list[Component], str]:
-    """Start Airflow standalone and MLflow; returns the components and the admin password."""
+) -> Stack:
+    """Start Airflow standalone and MLflow, and wait until both answer."""
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     home = airflow_run.configure(data_dir)
@@ -120,8 +118,10 @@ def start(
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{airflow_port}/execution/",
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
     }
+    env.setdefault("AIRFLOW__CORE__PARALLELISM", str(DEFAULT_PARALLELISM))
     settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
     components: list[Component] = []
+    tree = ProcessTree()
     try:  # whatever happens before the stack is up (Ctrl-C included), nothing is left running
         components.append(
             Component(
@@ -129,7 +129,7 @@ def start(
                 f"http://localhost:{airflow_port}",
                 f"http://127.0.0.1:{airflow_port}/api/v2/version",
                 home / "standalone.log",
-                _spawn([str(bin_dir / "airflow"), "standalone"], env, home / "standalone.log"),
+                tree.spawn([str(bin_dir / "airflow"), "standalone"], env, home / "standalone.log"),
             )
         )
         mlflow_cmd = [
@@ -151,14 +151,14 @@ def start(
                 f"http://localhost:{mlflow_port}",
                 f"http://127.0.0.1:{mlflow_port}/health",
                 log,
-                _spawn(mlflow_cmd, env, log),
+                tree.spawn(mlflow_cmd, env, log),
             )
         )
         _wait_until_up(components, timeout_s, say)
     except BaseException:
-        stop(components)
+        tree.stop()
         raise
-    return components, password
+    return Stack(components, tree, password)
 
 
 def _wait_until_up(

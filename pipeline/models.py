@@ -16,11 +16,12 @@ import torch
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 
+from pipeline.errors import PricingError
 from sim.market import Market
 from sim.policies import Policy
 
 
-class ModelIntegrityError(RuntimeError):
+class ModelIntegrityError(PricingError, RuntimeError):
     """The model file's SHA-256 is missing or differs from the recorded one."""
 
 

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.errors import PricingError
 from pipeline.lake import Lake
 from pipeline.settings import Settings
 from sim.history import DECISION_COLUMNS
@@ -68,7 +69,7 @@ NEEDED_COLUMNS = tuple(
 )
 
 
-class MonitorError(RuntimeError):
+class MonitorError(PricingError, RuntimeError):
     """The window cannot be monitored (bad window, unreadable or malformed decisions)."""
 
 

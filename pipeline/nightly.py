@@ -22,8 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.catalogue import read_catalogue
+from pipeline.errors import ExitCode, PricingError
 from pipeline.lake import Lake
 from pipeline.settings import Settings
+from sim.catalogue import apply_catalogue
 from sim.world import World, load_world
 
 log = logging.getLogger("pricing.nightly")
@@ -31,8 +34,10 @@ log = logging.getLogger("pricing.nightly")
 Progress = Callable[[str], None]
 
 
-class NightStopped(RuntimeError):
+class NightStopped(PricingError, RuntimeError):
     """A gate stopped the night. ``step`` names it; the message says why and what to do."""
+
+    exit_code = ExitCode.STOPPED
 
     def __init__(self, step: str, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -62,8 +67,17 @@ def _lake(settings: Settings) -> Lake:
     return Lake.from_uri(settings.lake, settings.s3_endpoint_url)
 
 
-def _base_world(settings: Settings) -> World:
-    return load_world(settings.world_file)
+def base_world(settings: Settings, lake: Lake, date: dt.date) -> tuple[World, str]:
+    """The world a night refits, and where its catalogue came from: ``PRICING_WORLD_FILE`` if
+    set; else the default market around the lake's catalogue in force on ``date``; else the
+    default world."""
+    if settings.world_file is not None:
+        return load_world(settings.world_file), str(settings.world_file)
+    snapshot = read_catalogue(lake, date)
+    if snapshot is None:
+        return load_world(None), "the default world (no catalogue in the lake)"
+    catalogue, uri = snapshot
+    return apply_catalogue(load_world(None), catalogue), uri
 
 
 def _report_path(kind: str, date: dt.date, name: str) -> str:
@@ -103,13 +117,20 @@ def validate_raw(
 
     lake = _lake(settings)
     now = now or dt.datetime.now(dt.UTC)
-    n_actions = len(_base_world(settings).pricing.actions)
+    n_actions = len(base_world(settings, lake, date)[0].pricing.actions)
     train_days, holdout = _window(settings, date)
     checked: dict[str, Any] = {}
+    has = {f: lake.has_partition("raw", f, date) for f in ("decisions", "transactions")}
+    if not any(has.values()) and not any(lake.has_partition("quarantine", f, date) for f in has):
+        raise NightStopped(
+            "validate",
+            f"no raw logs for {date}: neither {lake.uri(lake.partition_prefix('raw', 'decisions', date))}"
+            " nor the transactions partition exists; write them with `pricing history`, "
+            "`pricing ingest` or the pricing service's log export, then re-run the night.",
+            {"date": date.isoformat()},
+        )
     feeds = ["transactions"]
-    if lake.has_partition("raw", "decisions", date) or not lake.has_partition(
-        "raw", "transactions", date
-    ):
+    if has["decisions"] or not has["transactions"]:
         feeds.insert(0, "decisions")
     for feed in ("decisions", "transactions"):
         if lake.has_partition("quarantine", feed, date) and not lake.has_partition(
@@ -193,24 +214,36 @@ def extract_features(
 # ---------------------------------------------------------------------------------------------
 def refit_simulator(settings: Settings, date: dt.date) -> dict[str, Any]:
     """Fit the market to the training window; writes the fitted world and its report."""
-    from sim.fit import fit_world
+    from sim.fit import FitError, fit_world
 
     lake = _lake(settings)
     train_days, _ = _window(settings, date)
     decisions = _read_days(lake, "decisions", train_days)
-    base = _base_world(settings)
-    if decisions is None:
-        from sim.transactions_world import fit_transactions_world
+    base, catalogue = base_world(settings, lake, date)
+    try:
+        if decisions is None:
+            from sim.transactions_world import fit_transactions_world
 
-        transactions = _read_days(lake, "transactions", train_days)
-        if transactions is None:
-            raise NightStopped("refit", f"no logs in the training window ending {date}")
-        world, report = fit_transactions_world(base, transactions)
-        data_sha = _sha256(pd.util.hash_pandas_object(transactions, index=False).values.tobytes())
-    else:
-        fit = fit_world(base, decisions)
-        world, report = fit.world, fit.report
-        data_sha = _sha256(pd.util.hash_pandas_object(decisions, index=False).values.tobytes())
+            transactions = _read_days(lake, "transactions", train_days)
+            if transactions is None:
+                raise NightStopped("refit", f"no logs in the training window ending {date}")
+            world, report = fit_transactions_world(base, transactions)
+            data_sha = _sha256(
+                pd.util.hash_pandas_object(transactions, index=False).values.tobytes()
+            )
+        else:
+            fit = fit_world(base, decisions)
+            world, report = fit.world, fit.report
+            data_sha = _sha256(pd.util.hash_pandas_object(decisions, index=False).values.tobytes())
+    except FitError as err:
+        raise NightStopped(
+            "refit",
+            f"the logs cannot be fitted with the catalogue of {catalogue}: {err}. Write the "
+            "catalogue to the lake with `pricing history` or `pricing ingest` (or point "
+            "PRICING_WORLD_FILE at a world file that holds these SKUs), then re-run the night.",
+            {"catalogue": catalogue},
+        ) from None
+    report["catalogue"] = catalogue
     world_json = world.to_json().encode()
     lake.write_bytes(_report_path("sim", date, "world.json"), world_json)
     _write_json(lake, _report_path("sim", date, "fit_report.json"), report)
@@ -220,6 +253,7 @@ def refit_simulator(settings: Settings, date: dt.date) -> dict[str, Any]:
         "sim_params_sha256": _sha256(world_json),
         "data_sha256": data_sha,
         "mode": mode,
+        "catalogue": catalogue,
         # lineage of the models trained on this fit: the validation report of the night's feed
         "validation_report": lake.uri(_report_path(f"validation/{mode}", date, "validation.json")),
     }
@@ -339,14 +373,11 @@ def evaluate_candidates(settings: Settings, date: dt.date, versions: list[str]) 
     world = _fitted_world(lake, date)
     params = world.compile()
     champion = registry.champion_version()
+    # "v2 ppo": tables name the algorithm, since version numbers follow registration order
+    label = {v: registry.label(v) for v in {*versions, *([champion] if champion else [])}}
     policies: dict[str, tuple[Policy, bool]] = {}
-    for v in versions:
-        policies[f"v{v}"] = (AgentPolicy(registry.load(v).model, f"v{v}"), True)
-    if champion is not None and f"v{champion}" not in policies:
-        policies[f"v{champion}"] = (
-            AgentPolicy(registry.load(champion).model, f"v{champion}"),
-            True,
-        )
+    for v in [*versions, *([champion] if champion and champion not in versions else [])]:
+        policies[label[v]] = (AgentPolicy(registry.load(v).model, label[v]), True)
     used = np.unique(episode_skus(params, settings.eval_episodes))
     for name, pol in make_baselines(params, ["rule", "static"], skus=used.tolist()).items():
         policies[name] = (pol, False)
@@ -363,14 +394,15 @@ def evaluate_candidates(settings: Settings, date: dt.date, versions: list[str]) 
         settings.eval_seed,
         dp_values(params) if dp_tractable(params) else None,
     )
-    best = max(versions, key=lambda v: results[f"v{v}"].profit.mean())
-    incumbent = f"v{champion}" if champion is not None else "rule"
-    diff = results[f"v{best}"].profit - results[incumbent].profit
+    best = max(versions, key=lambda v: results[label[v]].profit.mean())
+    incumbent = label[champion] if champion is not None else "rule"
+    diff = results[label[best]].profit - results[incumbent].profit
     mean, lo, hi = paired_bootstrap_ci(diff, settings.bootstrap_samples, settings.eval_seed)
-    cand = results[f"v{best}"]
+    cand = results[label[best]]
     days_per_episode = params.T * world.horizon.step_hours / 24.0
     evidence: dict[str, Any] = {
         "candidate_version": best,
+        "candidate_label": label[best],
         "incumbent": f"champion {incumbent}" if champion is not None else "rule",
         "champion_version": champion,
         "diff_mean": mean,
@@ -379,7 +411,7 @@ def evaluate_candidates(settings: Settings, date: dt.date, versions: list[str]) 
         "candidate_changes_per_day": float(cand.price_changes.mean() / days_per_episode),
     }
     evidence.update(
-        _off_policy(settings, lake, date, world, policies[f"v{best}"][0], policies[incumbent][0])
+        _off_policy(settings, lake, date, world, policies[label[best]][0], policies[incumbent][0])
     )
     report["evidence"] = evidence
     registry.set_challenger(best)
@@ -396,7 +428,13 @@ def evaluate_candidates(settings: Settings, date: dt.date, versions: list[str]) 
         )
         mlflow.log_dict(report, "evaluation/report.json")
         _log_plots(world, results, {k: v[0] for k, v in policies.items()}, settings.eval_seed)
-    return {"challenger": best, "incumbent": incumbent, "diff_mean": mean, "diff_ci95": [lo, hi]}
+    return {
+        "challenger": best,
+        "challenger_label": label[best],
+        "incumbent": incumbent,
+        "diff_mean": mean,
+        "diff_ci95": [lo, hi],
+    }
 
 
 def _off_policy(
@@ -499,6 +537,7 @@ def promotion_gate(settings: Settings, date: dt.date) -> dict[str, Any]:
             "evidence": ev,
             "champion": registry.champion_version(),
         }
+        out["champion_label"] = registry.label(out["champion"]) if out["champion"] else None
         _write_json(lake, _report_path("gate", date, "decision.json"), out)
         return out
     decision = promotion_decision(evidence, thresholds)
@@ -523,6 +562,7 @@ def promotion_gate(settings: Settings, date: dt.date) -> dict[str, Any]:
     else:
         out["moved"] = False
     out["champion"] = registry.champion_version()
+    out["champion_label"] = registry.label(out["champion"]) if out["champion"] else None
     _write_json(lake, _report_path("gate", date, "decision.json"), out)
     return out
 

@@ -38,6 +38,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from stable_baselines3.common.base_class import BaseAlgorithm
 
+from pipeline.errors import PricingError
 from pipeline.models import ModelIntegrityError, load_agent, save_agent
 from pipeline.settings import Settings
 from sim.market import OBS_NAMES
@@ -48,11 +49,11 @@ CHALLENGER = "challenger"
 LEDGER_PATH = "reports/promotions/ledger.jsonl"
 
 
-class PromotionConflict(RuntimeError):
+class PromotionConflict(PricingError, RuntimeError):
     """The champion changed between the decision and the move; nothing was changed."""
 
 
-class RegistryError(RuntimeError):
+class RegistryError(PricingError, RuntimeError):
     """A version or alias does not exist, or the requested move is not possible."""
 
 
@@ -301,6 +302,11 @@ class Registry:
             model_sha = directory_sha256(local)
         tags = {**lineage, "algo": algo, "model_sha256": model_sha, "agent_sha256": agent_sha}
         return mlflow.register_model(info.model_uri, self.name, tags=tags)
+
+    def label(self, version: str | int) -> str:
+        """``v<number> <algorithm>``, as every table names a version (``v2 ppo``)."""
+        algo = self.version(version).tags.get("algo", "")
+        return f"v{version} {algo}".rstrip()
 
     def version(self, version: str | int) -> ModelVersion:
         try:

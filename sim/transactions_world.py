@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sim.catalogue import derive_item
 from sim.fit import _deviance_moments, _poisson_deviance, fit_demand_transactions
 from sim.world import Sku, World
 
@@ -84,24 +85,23 @@ def fit_transactions_world(
             s = base_skus[sku]
             ref = s.ref_price
         else:
-            ref = round(price, 2)
             costs = (
-                pd.to_numeric(g.get("unit_cost"), errors="coerce").dropna()
+                pd.to_numeric(g["unit_cost"], errors="coerce").to_numpy(dtype=float)
                 if "unit_cost" in g
-                else pd.Series(dtype=float)
+                else np.array([])
             )
-            cost = float(costs.median()) if len(costs) else assumed_cost_ratio * ref
-            if not len(costs):
+            item = derive_item(
+                sku,
+                g["unit_price"].to_numpy(dtype=float),
+                costs,
+                units_per_hour,
+                horizon_hours,
+                assumed_cost_ratio,
+            )
+            if "unit_cost" in item.assumed:
                 notes.append(f"{sku}: unit cost unknown, assumed {assumed_cost_ratio:.0%} of price")
-            capacity = int(min(1000, max(5, math.ceil(1.2 * units_per_hour * horizon_hours))))
-            s = Sku(
-                id=sku,
-                ref_price=ref,
-                unit_cost=round(min(cost, ref * 1.4), 2),
-                arrival_rate=1.0,
-                capacity=capacity,
-                initial_inventory=capacity,
-            )
+            s = item.to_sku(arrival_rate=1.0)
+            ref = s.ref_price
         q_at_price = 1 / (1 + math.exp(-(_logit(q0) - beta * math.log(price / ref))))
         rate = float(np.clip(units_per_hour / max(q_at_price, 1e-6), 1e-3, 500.0))
         skus.append(s.model_copy(update={"arrival_rate": round(rate, 4), "competitor_ref": None}))

@@ -271,7 +271,7 @@ class World(_Frozen):
         return MarketParams.from_world(self)
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
+def format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"invalid world file {source}:"]
     for e in err.errors():
         loc = ""
@@ -288,7 +288,7 @@ def parse_world(data: dict[str, Any], source: str = "<dict>") -> World:
     try:
         return World.model_validate(data)
     except ValidationError as err:
-        raise WorldError(_format_validation_error(err, source)) from None
+        raise WorldError(format_validation_error(err, source)) from None
 
 
 def load_world(path: str | Path | None = None) -> World:

@@ -90,9 +90,12 @@ def test_history_writes_to_an_s3_lake(
     bucket = s3_lake_uri.removeprefix("s3://").split("/")[0]
     listed = boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(Bucket=bucket)
     assert sorted(o["Key"] for o in listed["Contents"]) == [
-        f"lake/raw/{feed}/date={d}/part-0000.parquet"
-        for feed in ("decisions", "transactions")
-        for d in ("2026-02-02", "2026-02-03")
+        "lake/catalogue/date=2026-02-02/catalogue.json",
+        *(
+            f"lake/raw/{feed}/date={d}/part-0000.parquet"
+            for feed in ("decisions", "transactions")
+            for d in ("2026-02-02", "2026-02-03")
+        ),
     ]
     lake = Lake.from_uri(s3_lake_uri, endpoint_url=s3_endpoint)
     assert lake.read_partition("raw", "decisions", dt.date(2026, 2, 3))["sku"].nunique() == 2

@@ -132,22 +132,53 @@ def _dags_parsed(home: Path) -> bool:
     return {r[0] for r in rows} >= set(DAG_IDS)
 
 
-def _stop(proc: subprocess.Popen[bytes], log: Path) -> None:
-    """Ctrl-C for `pricing up` (it stops Airflow and MLflow); its whole group killed if stuck."""
+STOP_DEADLINE_S = 60.0  # `pricing up` promises to stop within its grace (10 s) + 5 s
+
+
+def stack_processes(data: Path) -> list[Any]:
+    """Live processes started for the stack over ``data`` (they carry its PRICING_DATA_DIR)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if proc.environ().get("PRICING_DATA_DIR") == str(data.resolve()):
+                found.append(proc)
+    return found
+
+
+def stop_pricing_up(proc: subprocess.Popen[bytes], data: Path, log: Path) -> None:
+    """Ctrl-C for `pricing up`; fails if it is not gone, with everything it started, in time.
+
+    Whatever happens, nothing is left running: a stuck `pricing up` is killed (its watchdog then
+    stops the stack), and whatever still carries the stack's data dir after that is killed too.
+    """
+    problems = []
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGINT)
     try:
-        proc.wait(timeout=60)
+        proc.wait(timeout=STOP_DEADLINE_S)
     except subprocess.TimeoutExpired:
+        problems.append(f"`pricing up` did not stop within {STOP_DEADLINE_S:.0f} s of Ctrl-C")
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
-        pytest.fail(f"`pricing up` did not stop within 60 s of Ctrl-C:\n{_tail(log)}")
+    deadline = time.monotonic() + 30
+    while (left := stack_processes(data)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if left:
+        problems.append(f"{len(left)} process(es) of the stack outlived `pricing up`")
+        for p in left:
+            with contextlib.suppress(Exception):
+                p.kill()
+    if problems:
+        pytest.fail("; ".join(problems) + f":\n{_tail(log)}")
 
 
 def stopped_night(data: Path, env: dict[str, str]) -> None:
     """A night whose raw decisions fail validation, run through Airflow in the stack's metadata
-    DB before the UI starts (`pricing nightly --airflow`, exit 2), for the UI to explain."""
+    DB before the UI starts (`pricing nightly --airflow`: exit 2, the reason and the task grid
+    printed, the partition in quarantine), for the UI to explain."""
     from pipeline.lake import Lake
     from sim.history import generate_history
     from sim.world import World
@@ -176,9 +207,13 @@ def stopped_night(data: Path, env: dict[str, str]) -> None:
         "--airflow",
     ]
     done = subprocess.run(cmd, env=night_env, cwd=data, capture_output=True, text=True, timeout=600)
+    tail = f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     if done.returncode != 2:
-        tail = f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         pytest.fail(f"the stopped night exited {done.returncode}, not 2:\n{tail}")
+    # the command line says it too: the step, the grid, and the partition in quarantine
+    assert f"night {STOPPED_NIGHT} stopped at validate" in done.stderr, tail
+    assert "upstream_failed" in done.stdout, tail
+    assert lake.has_partition("quarantine", "decisions", STOPPED_NIGHT)
 
 
 # Package scope: the stack stops once the browser tests are done, not at the end of the session.
@@ -229,7 +264,7 @@ def airflow_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowUI]:
             time.sleep(1)
         yield ui
     finally:
-        _stop(proc, log)
+        stop_pricing_up(proc, data, log)
     assert _port_is_free(UI_PORT) and _port_is_free(MLFLOW_PORT), "servers left running"
 
 

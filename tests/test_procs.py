@@ -1,0 +1,116 @@
+"""ProcessTree: what a command starts stops with it — also when the command is killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.procs import ProcessTree, tagged
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A server-like child: it starts a grandchild in a session of its own (as Airflow does with each
+# task), which neither a process-group kill nor a parent-death signal would reach.
+CHILD = textwrap.dedent(
+    """
+    import signal, subprocess, sys, time
+    if "--stubborn" in sys.argv:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                     start_new_session=True)
+    time.sleep(600)
+    """
+)
+
+
+def _wait_for(predicate, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return predicate()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # a zombie waiting for its parent counts as gone
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(")")[-1].split()[0] == "Z"
+
+
+def test_stop_ends_the_whole_tree_including_other_sessions(tmp_path: Path) -> None:
+    tree = ProcessTree(grace_s=3.0)
+    try:
+        tree.spawn([sys.executable, "-c", CHILD], dict(os.environ), tmp_path / "child.log")
+        assert _wait_for(lambda: len(tree.pids()) == 2), "child and grandchild did not start"
+        pids = tree.pids()
+    finally:
+        tree.stop()
+    assert all(_gone(pid) for pid in pids)
+    assert tagged(tree.tag) == []
+
+
+def test_stop_kills_what_ignores_sigterm_after_the_grace(tmp_path: Path) -> None:
+    tree = ProcessTree(grace_s=1.0)
+    try:
+        tree.spawn(
+            [sys.executable, "-c", CHILD, "--stubborn"], dict(os.environ), tmp_path / "c.log"
+        )
+        assert _wait_for(lambda: len(tree.pids()) == 2)
+    finally:
+        started = time.monotonic()
+        tree.stop()
+    assert tagged(tree.tag) == []
+    assert time.monotonic() - started < 30  # generous bound: the point is that it returns
+
+
+OWNER = textwrap.dedent(
+    """
+    import json, os, sys, time
+    from pipeline.procs import ProcessTree
+    tree = ProcessTree(grace_s=2.0)
+    tree.spawn([sys.executable, "-c", sys.argv[1]], dict(os.environ), os.devnull)
+    while len(tree.pids()) < 2:
+        time.sleep(0.1)
+    print(json.dumps({"tag": tree.tag, "pids": tree.pids()}), flush=True)
+    time.sleep(600)
+    """
+)
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGKILL to its process group"])
+def test_a_killed_owner_leaves_nothing_running(how: str) -> None:
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER, CHILD],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        start_new_session=True,
+    )
+    try:
+        assert owner.stdout is not None
+        started = json.loads(owner.stdout.readline())
+        if how == "SIGKILL":
+            os.kill(owner.pid, signal.SIGKILL)
+        else:
+            os.killpg(owner.pid, signal.SIGKILL)
+        owner.wait(timeout=10)
+        assert _wait_for(lambda: not tagged(started["tag"]), timeout=30), (
+            f"left running after the owner died: {tagged(started['tag'])}"
+        )
+        assert all(_gone(pid) for pid in started["pids"])
+    finally:
+        if owner.poll() is None:
+            owner.kill()
