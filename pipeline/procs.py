@@ -2,9 +2,12 @@
 
 Servers such as ``airflow standalone`` start a tree of processes, and some of them leave the
 tree's process group on purpose (Airflow runs each task in a group of its own), so neither
-``killpg`` nor a parent-death signal reaches all of them. `ProcessTree` therefore tags every
-process it starts with an environment variable, which every descendant inherits, and stops the
-tree by finding the tagged processes wherever they are:
+``killpg`` nor a parent-death signal reaches all of them. `ProcessTree` starts each process in a
+session of its own and finds the tree's processes wherever they are: every process in one of those
+sessions (a process group can be left without leaving the session), and every process whose
+environment carries the tree's tag (inherited by a descendant that starts a session of its own;
+a process that rewrites its title, as Airflow's servers do, may overwrite its environment, which
+is why the session comes first). It stops them
 
 - `ProcessTree.stop` (Ctrl-C, SIGTERM, normal exit): SIGTERM to every tagged process, SIGKILL to
   what is left after a grace period — bounded in time whatever the servers do;
@@ -12,7 +15,8 @@ tree by finding the tagged processes wherever they are:
   other end only the owner holds: when the owner dies in any way — SIGKILL included — the pipe
   closes and the watchdog stops the tree the same way, then exits.
 
-Run as ``python -m pipeline.procs TAG GRACE`` it is that watchdog.
+Run as ``python -m pipeline.procs TAG GRACE`` it is that watchdog; the owner tells it each new
+session on the pipe, one id a line.
 """
 
 from __future__ import annotations
@@ -24,14 +28,22 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 TAG_VARIABLE = "PRICING_PROCESS_TREE"
 
 
-def tagged(tag: str, variable: str = TAG_VARIABLE) -> list[int]:
-    """The pids of live processes whose environment holds ``variable=tag``."""
+def _session(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
+
+
+def tagged(tag: str, sessions: Collection[int] = (), variable: str = TAG_VARIABLE) -> list[int]:
+    """The pids of live processes in one of ``sessions`` or whose environment holds
+    ``variable=tag``."""
     import psutil
 
     pids = []
@@ -40,7 +52,9 @@ def tagged(tag: str, variable: str = TAG_VARIABLE) -> list[int]:
         if proc.pid == me:
             continue
         with contextlib.suppress(psutil.Error, OSError):
-            if proc.status() != psutil.STATUS_ZOMBIE and proc.environ().get(variable) == tag:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if _session(proc.pid) in sessions or proc.environ().get(variable) == tag:
                 pids.append(proc.pid)
     return pids
 
@@ -51,22 +65,31 @@ def _signal_all(pids: list[int], sig: int) -> None:
             os.kill(pid, sig)
 
 
-def stop_tagged(tag: str, grace_s: float = 10.0, variable: str = TAG_VARIABLE) -> int:
-    """SIGTERM every process tagged ``tag``, SIGKILL the rest after ``grace_s``; returns how many
-    were still running at the deadline. Returns within about ``grace_s + 5`` seconds."""
-    _signal_all(tagged(tag, variable), signal.SIGTERM)
+def stop_tagged(
+    tag: str,
+    sessions: Collection[int] = (),
+    grace_s: float = 10.0,
+    variable: str = TAG_VARIABLE,
+) -> int:
+    """SIGTERM every process of the tree (`tagged`), SIGKILL the rest after ``grace_s``; returns
+    how many were still running at the deadline. Returns within about ``grace_s + 5`` seconds."""
+
+    def left() -> list[int]:
+        return tagged(tag, sessions, variable)
+
+    _signal_all(left(), signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    left = tagged(tag, variable)
-    while left and time.monotonic() < deadline:
+    running = left()
+    while running and time.monotonic() < deadline:
         time.sleep(0.2)
-        left = tagged(tag, variable)
-    stubborn = len(left)
+        running = left()
+    stubborn = len(running)
     for _ in range(25):  # SIGKILL until none is left (a dying server may still fork)
-        if not left:
+        if not running:
             break
-        _signal_all(left, signal.SIGKILL)
+        _signal_all(running, signal.SIGKILL)
         time.sleep(0.2)
-        left = tagged(tag, variable)
+        running = left()
     return stubborn
 
 
@@ -77,6 +100,7 @@ class ProcessTree:
         self.grace_s = grace_s
         self.tag = f"{os.getpid()}-{secrets.token_hex(6)}"
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.sessions: set[int] = set()
         env = {k: v for k, v in os.environ.items() if k != TAG_VARIABLE}
         # Its own session: a Ctrl-C or a killpg aimed at the owner's group does not reach it.
         self._watchdog: subprocess.Popen[bytes] | None = subprocess.Popen(
@@ -100,7 +124,7 @@ class ProcessTree:
         with open(log, "ab") as out:
             proc = subprocess.Popen(
                 cmd,
-                env={**env, TAG_VARIABLE: self.tag},
+                env=self.tagged_env(env),
                 cwd=cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -108,15 +132,25 @@ class ProcessTree:
                 start_new_session=True,
             )
         self.processes.append(proc)
+        self.sessions.add(proc.pid)  # start_new_session: the child leads a session of its pid
+        if self._watchdog is not None and self._watchdog.stdin is not None:
+            with contextlib.suppress(OSError):
+                self._watchdog.stdin.write(f"{proc.pid}\n".encode())
+                self._watchdog.stdin.flush()
         return proc
+
+    def tagged_env(self, env: Mapping[str, str]) -> dict[str, str]:
+        """``env`` with the tree's tag: for processes that another library starts (a browser
+        driver), so that they stop with the tree too."""
+        return {**env, TAG_VARIABLE: self.tag}
 
     def pids(self) -> list[int]:
         """Every live process of the tree, the ones that left its process groups included."""
-        return tagged(self.tag)
+        return tagged(self.tag, self.sessions)
 
     def stop(self) -> None:
         """Stop every process of the tree (bounded: about ``grace_s`` + 5 s) and the watchdog."""
-        stop_tagged(self.tag, self.grace_s)
+        stop_tagged(self.tag, self.sessions, self.grace_s)
         for proc in self.processes:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=1)  # reap, so no zombie is left behind
@@ -136,13 +170,16 @@ class ProcessTree:
 
 
 def _watch(tag: str, grace_s: float) -> None:
-    """Block until the owner's end of stdin closes (it exited or was killed), then stop the tree."""
+    """Read the sessions the owner reports until its end of stdin closes (it exited or was
+    killed), then stop the tree."""
     for sig in (signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
-    with contextlib.suppress(OSError):
-        while sys.stdin.buffer.read(4096):
-            pass
-    stop_tagged(tag, grace_s)
+    sessions: set[int] = set()
+    with contextlib.suppress(OSError, ValueError):
+        for line in sys.stdin.buffer:
+            with contextlib.suppress(ValueError):
+                sessions.add(int(line))
+    stop_tagged(tag, sessions, grace_s)
 
 
 if __name__ == "__main__":

@@ -17,18 +17,22 @@ from pipeline.procs import ProcessTree, tagged
 
 REPO = Path(__file__).resolve().parents[1]
 
-# A server-like child: it starts a grandchild in a session of its own (as Airflow does with each
-# task), which neither a process-group kill nor a parent-death signal would reach.
+# A server-like child with two grandchildren that neither a process-group kill nor a
+# parent-death signal would reach: one in a session of its own (it keeps the inherited
+# environment), one in a process group of its own whose environment no longer shows the tag (as
+# when a server rewrites its process title over its environment).
 CHILD = textwrap.dedent(
     """
-    import signal, subprocess, sys, time
+    import os, signal, subprocess, sys, time
     if "--stubborn" in sys.argv:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
-                     start_new_session=True)
+    sleep = [sys.executable, "-c", "import time; time.sleep(600)"]
+    subprocess.Popen(sleep, start_new_session=True)
+    subprocess.Popen(sleep, process_group=0, env={"PATH": os.environ["PATH"]})
     time.sleep(600)
     """
 )
+FAMILY = 3  # the child and its two grandchildren
 
 
 def _wait_for(predicate, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
@@ -54,12 +58,12 @@ def test_stop_ends_the_whole_tree_including_other_sessions(tmp_path: Path) -> No
     tree = ProcessTree(grace_s=3.0)
     try:
         tree.spawn([sys.executable, "-c", CHILD], dict(os.environ), tmp_path / "child.log")
-        assert _wait_for(lambda: len(tree.pids()) == 2), "child and grandchild did not start"
+        assert _wait_for(lambda: len(tree.pids()) == FAMILY), "the family did not start"
         pids = tree.pids()
     finally:
         tree.stop()
     assert all(_gone(pid) for pid in pids)
-    assert tagged(tree.tag) == []
+    assert tagged(tree.tag, tree.sessions) == []
 
 
 def test_stop_kills_what_ignores_sigterm_after_the_grace(tmp_path: Path) -> None:
@@ -68,11 +72,11 @@ def test_stop_kills_what_ignores_sigterm_after_the_grace(tmp_path: Path) -> None
         tree.spawn(
             [sys.executable, "-c", CHILD, "--stubborn"], dict(os.environ), tmp_path / "c.log"
         )
-        assert _wait_for(lambda: len(tree.pids()) == 2)
+        assert _wait_for(lambda: len(tree.pids()) == FAMILY)
     finally:
         started = time.monotonic()
         tree.stop()
-    assert tagged(tree.tag) == []
+    assert tagged(tree.tag, tree.sessions) == []
     assert time.monotonic() - started < 30  # generous bound: the point is that it returns
 
 
@@ -82,9 +86,10 @@ OWNER = textwrap.dedent(
     from pipeline.procs import ProcessTree
     tree = ProcessTree(grace_s=2.0)
     tree.spawn([sys.executable, "-c", sys.argv[1]], dict(os.environ), os.devnull)
-    while len(tree.pids()) < 2:
+    while len(tree.pids()) < 3:
         time.sleep(0.1)
-    print(json.dumps({"tag": tree.tag, "pids": tree.pids()}), flush=True)
+    info = {"tag": tree.tag, "sessions": sorted(tree.sessions), "pids": tree.pids()}
+    print(json.dumps(info), flush=True)
     time.sleep(600)
     """
 )
@@ -107,9 +112,10 @@ def test_a_killed_owner_leaves_nothing_running(how: str) -> None:
         else:
             os.killpg(owner.pid, signal.SIGKILL)
         owner.wait(timeout=10)
-        assert _wait_for(lambda: not tagged(started["tag"]), timeout=30), (
-            f"left running after the owner died: {tagged(started['tag'])}"
-        )
+        def left() -> list[int]:
+            return tagged(started["tag"], started["sessions"])
+
+        assert _wait_for(lambda: not left(), timeout=30), f"left running: {left()}"
         assert all(_gone(pid) for pid in started["pids"])
     finally:
         if owner.poll() is None:

@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from pipeline.procs import ProcessTree
+
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
@@ -136,15 +138,21 @@ STOP_DEADLINE_S = 60.0  # `pricing up` promises to stop within its grace (10 s) 
 
 
 def stack_processes(data: Path) -> list[Any]:
-    """Live processes started for the stack over ``data`` (they carry its PRICING_DATA_DIR)."""
+    """Live processes of the stack over ``data``: those that carry its PRICING_DATA_DIR, and
+    whatever listens on its ports (a server that rewrites its title may overwrite its
+    environment)."""
     import psutil
 
-    found = []
+    found = {}
     for proc in psutil.process_iter():
         with contextlib.suppress(psutil.Error, OSError):
             if proc.environ().get("PRICING_DATA_DIR") == str(data.resolve()):
-                found.append(proc)
-    return found
+                found[proc.pid] = proc
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port in (UI_PORT, MLFLOW_PORT):
+            with contextlib.suppress(psutil.Error, TypeError):
+                found.setdefault(conn.pid, psutil.Process(conn.pid))
+    return list(found.values())
 
 
 def stop_pricing_up(proc: subprocess.Popen[bytes], data: Path, log: Path) -> None:
@@ -246,10 +254,10 @@ def airflow_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowUI]:
         "--mlflow-port",
         str(MLFLOW_PORT),
     ]
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            cmd, env=env, cwd=data, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    # In a process tree of the test's: should pytest be killed, its watchdog stops `pricing up`
+    # (which stops the stack; its own watchdog does if it cannot).
+    tree = ProcessTree(grace_s=STOP_DEADLINE_S)
+    proc = tree.spawn(cmd, env, log, cwd=data)
     ui = AirflowUI(f"http://127.0.0.1:{UI_PORT}", home, f"http://127.0.0.1:{MLFLOW_PORT}", log)
     try:
         deadline = time.monotonic() + STARTUP_DEADLINE_S
@@ -264,8 +272,18 @@ def airflow_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowUI]:
             time.sleep(1)
         yield ui
     finally:
-        stop_pricing_up(proc, data, log)
+        try:
+            stop_pricing_up(proc, data, log)
+        finally:
+            tree.stop()
     assert _port_is_free(UI_PORT) and _port_is_free(MLFLOW_PORT), "servers left running"
+
+
+@pytest.fixture(scope="package")
+def browser_tree() -> Iterator[ProcessTree]:
+    """The browsers' process tree: ChromeDriver and Chromium never outlive the tests."""
+    with ProcessTree(grace_s=5) as tree:
+        yield tree
 
 
 @pytest.fixture(scope="session")
@@ -325,6 +343,7 @@ class Browser:
 
 @pytest.fixture
 def browser(
+    browser_tree: ProcessTree,
     chromedriver: Path,
     airflow_ui: AirflowUI,
     screenshots: Path,
@@ -343,7 +362,12 @@ def browser(
     for arg in CHROMIUM_ARGS:
         options.add_argument(arg)
     options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    service = Service(str(chromedriver), log_output=str(tmp_path / "chromedriver.log"))
+    # ChromeDriver and Chromium carry the stack's tag: they stop with it if pytest is killed
+    service = Service(
+        str(chromedriver),
+        log_output=str(tmp_path / "chromedriver.log"),
+        env=browser_tree.tagged_env(os.environ),
+    )
     driver = webdriver.Chrome(service=service, options=options)
     driver.set_page_load_timeout(WAIT_S)
     try:

@@ -14,7 +14,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +24,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pipeline.procs import ProcessTree
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
@@ -207,6 +208,7 @@ class Stack:
     password: str
     services: list[Service] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
+    tree: ProcessTree | None = None
 
     @property
     def home(self) -> Path:
@@ -220,16 +222,13 @@ class Stack:
     def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> Service:
         log = self.root / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("ab") as out:
-            proc = subprocess.Popen(
-                args,
-                env=env or self.env,
-                cwd=self.root,  # not the repo: no ./.env of a developer is read by the settings
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group, ended as a whole
-            )
+        if self.tree is None:
+            # Every process the stack starts, and every process those start (Celery's forks,
+            # Airflow's task processes in groups of their own), stops with it — also when the
+            # test process is killed: the tree's watchdog stops them then.
+            self.tree = ProcessTree(grace_s=GRACE_S)
+        # cwd is not the repo: no ./.env of a developer is read by the settings
+        proc = self.tree.spawn(list(args), env or self.env, log, cwd=self.root)
         service = Service(name, proc, log)
         self.services.append(service)
         self.logs.append(log)
@@ -278,24 +277,12 @@ class Stack:
             time.sleep(every_s)
 
     def stop(self) -> None:
-        """SIGTERM every process group, then SIGKILL what is left after a grace period."""
-        for s in reversed(self.services):
-            if s.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(s.proc.pid, signal.SIGTERM)
+        """SIGTERM every process of the stack, SIGKILL what is left after a grace period."""
         started = time.monotonic()
-        for s in self.services:
-            try:
-                s.proc.wait(timeout=max(0.1, started + GRACE_S - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                print(f"{s.name} still running {GRACE_S} s after SIGTERM: killed", flush=True)
+        if self.tree is not None:
+            self.tree.stop()
+            self.tree = None
         print(f"stack stopped in {time.monotonic() - started:.1f} s", flush=True)
-        for s in self.services:
-            # the group, even when its leader is gone: task processes may outlive a worker
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(s.proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                s.proc.wait(timeout=5)
         self.services.clear()
 
     # -- diagnostics
