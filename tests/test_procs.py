@@ -112,6 +112,7 @@ def test_a_killed_owner_leaves_nothing_running(how: str) -> None:
         else:
             os.killpg(owner.pid, signal.SIGKILL)
         owner.wait(timeout=10)
+
         def left() -> list[int]:
             return tagged(started["tag"], started["sessions"])
 
