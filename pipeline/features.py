@@ -5,7 +5,8 @@ abandons), the prices shown and the inventory; the *transactions* feed gives wha
 retailer that only has point-of-sale exports still gets features: the decision-derived columns are
 then NaN.
 
-Columns of `build_features` (``FEATURE_COLUMNS``):
+Columns of `build_features` (the contract ``FEATURES``; empty only where the decision log is
+missing):
 
 - ``date``: the UTC calendar day (``datetime.date``);
 - ``sku``: the SKU id;
@@ -38,25 +39,31 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-FEATURE_COLUMNS: tuple[str, ...] = (
-    "date",
-    "sku",
-    "views",
-    "carts",
-    "purchases",
-    "abandons",
-    "units",
-    "revenue",
-    "mean_price",
-    "price_rel",
-    "competitor_gap",
-    "inventory_start",
-    "inventory_end",
-    "conversion",
-    "abandon_rate",
-    "sales_velocity",
-    "price_changes",
+from sim.feeds import ABANDON, CARTED, PURCHASE, Column, Feed
+
+FEATURES = Feed(
+    "features",
+    (
+        Column("date", "date"),
+        Column("sku", "str"),
+        Column("views", "float", required=False),
+        Column("carts", "float", required=False),
+        Column("purchases", "int"),
+        Column("abandons", "float", required=False),
+        Column("units", "int"),
+        Column("revenue", "float"),
+        Column("mean_price", "float", required=False),
+        Column("price_rel", "float", required=False),
+        Column("competitor_gap", "float", required=False),
+        Column("inventory_start", "float", required=False),
+        Column("inventory_end", "float", required=False),
+        Column("conversion", "float", required=False),
+        Column("abandon_rate", "float", required=False),
+        Column("sales_velocity", "float"),
+        Column("price_changes", "float", required=False),
+    ),
 )
+FEATURE_COLUMNS = FEATURES.names
 #: what a transactions-only log also gives; every other feature needs the decision log
 TRANSACTION_FEATURES: tuple[str, ...] = ("purchases", "units", "revenue", "sales_velocity")
 DECISION_FEATURES: tuple[str, ...] = tuple(
@@ -64,7 +71,6 @@ DECISION_FEATURES: tuple[str, ...] = tuple(
 )
 # Counts that are 0 (not NaN) for an SKU-day the decision log covers but that had no rows.
 _DECISION_COUNTS = ("views", "carts", "abandons", "price_changes")
-_CARTED = ("cart", "purchase", "abandon")
 _KEYS = ["day", "sku"]
 DEFAULT_PRICE_EDGES: tuple[float, ...] = (0.0, 0.7, 0.8, 0.9, 0.95, 1.05, 1.1, 1.2, 1.3, np.inf)
 
@@ -78,15 +84,15 @@ def _decision_features(decisions: pd.DataFrame) -> pd.DataFrame:
     hour = _utc(decisions["ts"]).dt.floor("h")
     outcome = decisions["outcome"].to_numpy()
     price = decisions["price_shown"].to_numpy(dtype=float)
-    purchase = outcome == "purchase"
+    purchase = outcome == PURCHASE
     d = pd.DataFrame(
         {
             "day": hour.dt.floor("D"),
             "sku": decisions["sku"].to_numpy(),
             "hour": hour,
-            "cart": np.isin(outcome, _CARTED),
+            "cart": np.isin(outcome, CARTED),
             "purchase": purchase,
-            "abandon": outcome == "abandon",
+            "abandon": outcome == ABANDON,
             "price": price,
             "rel": price / decisions["base_price"].to_numpy(dtype=float),
             "gap": np.log(price / decisions["competitor_price"].to_numpy(dtype=float)),
@@ -193,7 +199,7 @@ def conversion_by_price_bucket(
     bucket = np.searchsorted(edges_arr, rel, side="right") - 1
     inside = (bucket >= 0) & (bucket < len(edges_arr) - 1)
     n = len(edges_arr) - 1
-    purchase = decisions["outcome"].to_numpy() == "purchase"
+    purchase = decisions["outcome"].to_numpy() == PURCHASE
     views = np.bincount(bucket[inside], minlength=n)
     purchases = np.bincount(bucket[inside], weights=purchase[inside], minlength=n)
     lo, hi = edges_arr[:-1], edges_arr[1:]

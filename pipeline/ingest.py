@@ -2,7 +2,7 @@
 
 A mapping file names which source column holds each canonical field (see ``load_mapping``). Valid
 rows become the ``raw/transactions`` feed, one partition per UTC date, with exactly the columns of
-``sim.history.TRANSACTION_COLUMNS``. Every other row is kept, with its reason, in
+``sim.feeds.TRANSACTIONS``. Every other row is kept, with its reason, in
 ``quarantine/ingest/<source stem>/rejects.parquet`` beside a ``summary.json``: nothing is dropped
 silently. Returns (negative quantities) are not sales and go there too, counted on their own.
 
@@ -29,7 +29,7 @@ from pipeline.catalogue import add_to_catalogue
 from pipeline.errors import PricingError
 from pipeline.lake import Lake
 from sim.catalogue import derive_items
-from sim.history import TRANSACTION_COLUMNS
+from sim.feeds import TRANSACTION_COLUMNS
 from sim.world import default_world
 
 FEED = "transactions"

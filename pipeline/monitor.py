@@ -49,7 +49,7 @@ import pandas as pd
 from pipeline.errors import PricingError
 from pipeline.lake import Lake
 from pipeline.settings import Settings
-from sim.history import DECISION_COLUMNS
+from sim.feeds import DECISIONS, PURCHASE
 
 log = logging.getLogger("pricing.monitor")
 
@@ -64,9 +64,7 @@ MARKET_FEATURES = ("competitor_rel", "views_per_sku_hour", "segment", "cost_rel"
 POLICY_FEATURES = ("price_rel", "inventory")
 CATEGORICAL = ("segment",)
 #: the decisions feed's columns the monitor reads (ids, policy and A/B arm are not needed)
-NEEDED_COLUMNS = tuple(
-    c for c in DECISION_COLUMNS if c not in ("event_id", "customer_id", "policy_id", "ab_arm")
-)
+NEEDED_COLUMNS = DECISIONS.without("event_id", "customer_id", "policy_id", "ab_arm")
 
 
 class MonitorError(PricingError, RuntimeError):
@@ -354,7 +352,7 @@ def kpis(decisions: pd.DataFrame) -> dict[str, Any]:
     n = len(decisions)
     if n == 0:
         return {"decisions": 0, "bad_rows": bad}
-    bought = (decisions["outcome"].astype(str) == "purchase").to_numpy()
+    bought = (decisions["outcome"].astype(str) == PURCHASE).to_numpy()
     qty = pd.to_numeric(decisions["quantity"], errors="coerce").fillna(0).to_numpy(dtype=float)
     qty = np.where(bought, qty, 0.0)
     price = pd.to_numeric(decisions["price_shown"]).to_numpy(dtype=float)

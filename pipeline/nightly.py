@@ -364,8 +364,14 @@ def evaluate_candidates(settings: Settings, date: dt.date, versions: list[str]) 
 
     from pipeline.models import AgentPolicy
     from pipeline.registry import Registry, experiment
-    from pipeline.stats import paired_bootstrap_ci
-    from sim.evaluate import Rollouts, dp_values, episode_skus, rollout, summarize
+    from sim.evaluate import (
+        Rollouts,
+        dp_values,
+        episode_skus,
+        paired_difference,
+        rollout,
+        summarize,
+    )
     from sim.policies import Policy, make_baselines
 
     lake = _lake(settings)
@@ -396,8 +402,9 @@ def evaluate_candidates(settings: Settings, date: dt.date, versions: list[str]) 
     )
     best = max(versions, key=lambda v: results[label[v]].profit.mean())
     incumbent = label[champion] if champion is not None else "rule"
-    diff = results[label[best]].profit - results[incumbent].profit
-    mean, lo, hi = paired_bootstrap_ci(diff, settings.bootstrap_samples, settings.eval_seed)
+    mean, lo, hi = paired_difference(
+        results[label[best]], results[incumbent], settings.bootstrap_samples, settings.eval_seed
+    )
     cand = results[label[best]]
     days_per_episode = params.T * world.horizon.step_hours / 24.0
     evidence: dict[str, Any] = {

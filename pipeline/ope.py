@@ -51,12 +51,11 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from sim.history import DECISION_COLUMNS
+from sim.feeds import ABANDON, CARTED, DECISIONS, PURCHASE
 from sim.market import Market
 from sim.policies import Policy
+from sim.stats import Z95
 from sim.world import MarketParams, World
-
-Z95 = 1.96  # normal 97.5 % quantile, as in sim.evaluate.mean_ci95
 
 UNIT_COLUMNS: tuple[str, ...] = (
     "decision_ts",  # start of the SKU-step, UTC
@@ -92,10 +91,8 @@ UNIT_COLUMNS: tuple[str, ...] = (
 )
 
 #: the decisions feed's columns the estimators read (no ids, segment, policy or A/B arm)
-REQUIRED_DECISION_COLUMNS: tuple[str, ...] = tuple(
-    c
-    for c in DECISION_COLUMNS
-    if c not in ("event_id", "segment", "customer_id", "policy_id", "ab_arm")
+REQUIRED_DECISION_COLUMNS = DECISIONS.without(
+    "event_id", "segment", "customer_id", "policy_id", "ab_arm"
 )
 
 # The default season clock is anchored at a fixed Monday, so that any slice of the same log puts a
@@ -145,7 +142,7 @@ def decision_units(
     midnight UTC of its first day.
 
     Args:
-        decisions: the decisions feed (see `sim.history.DECISION_COLUMNS`); one policy and one A/B
+        decisions: the decisions feed (see `sim.feeds.DECISIONS`); one policy and one A/B
             arm per SKU-step (filter by arm first if the split is per customer).
         world: the world whose catalogue, ladder, horizon and reward weights the log follows.
         season_start: the start of any one selling season (a date means its midnight; naive times
@@ -186,7 +183,7 @@ def decision_units(
     ts = pd.to_datetime(decisions["ts"], utc=True)
     step = ((ts - anchor) // step_td).to_numpy(dtype=np.int64)
     outcome = decisions["outcome"].astype(str).to_numpy()
-    purchase = outcome == "purchase"
+    purchase = outcome == PURCHASE
     qty = np.where(purchase, decisions["quantity"].to_numpy(dtype=np.int64), 0)
     price_shown = decisions["price_shown"].to_numpy(dtype=float)
     cost = decisions["unit_cost"].to_numpy(dtype=float)
@@ -209,8 +206,8 @@ def decision_units(
             if "ab_arm" in decisions.columns
             else "",
             "views": 1,
-            "carts": np.isin(outcome, ("cart", "purchase", "abandon")).astype(np.int64),
-            "abandons": (outcome == "abandon").astype(np.int64),
+            "carts": np.isin(outcome, CARTED).astype(np.int64),
+            "abandons": (outcome == ABANDON).astype(np.int64),
             "units": qty,
             "revenue": qty * price_shown,
             "margin": qty * (price_shown - cost),

@@ -15,9 +15,10 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from sim.evaluate import Rollouts, episode_skus, mean_ci95
+from sim.evaluate import Rollouts, episode_skus
 from sim.market import Market, make_streams
 from sim.policies import Policy
+from sim.stats import mean_ci95
 from sim.world import World
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")

@@ -42,8 +42,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from pipeline.features import FEATURE_COLUMNS
-from sim.history import DECISION_COLUMNS, OUTCOMES, TRANSACTION_COLUMNS
+from pipeline.features import FEATURES
+from sim.feeds import DECISIONS, OUTCOMES, PURCHASE, TRANSACTIONS, Feed
 
 if TYPE_CHECKING:
     from pipeline.lake import Lake
@@ -54,10 +54,10 @@ MAX_PRICE_FACTOR = 20.0
 
 _ZONE = {"decisions": "raw", "transactions": "raw", "features": "features"}
 _DERIVED = {"decisions": "price_to_base", "transactions": "price_to_sku_median", "features": None}
-_COLUMNS: dict[str, tuple[str, ...]] = {
-    "decisions": DECISION_COLUMNS,
-    "transactions": TRANSACTION_COLUMNS,
-    "features": FEATURE_COLUMNS,
+_CONTRACTS: dict[str, Feed] = {
+    "decisions": DECISIONS,
+    "transactions": TRANSACTIONS,
+    "features": FEATURES,
 }
 # Numeric dtype families: the width of an integer is a storage detail, a string price is drift.
 _INT_TYPES = ["int64", "int32", "int16", "int8", "Int64", "Int32"]
@@ -156,7 +156,7 @@ def _utc_datetime(value: dt.datetime) -> dt.datetime:
 def _schema(feed: str) -> list[Any]:
     import great_expectations.expectations as gxe
 
-    columns = list(_COLUMNS[feed])
+    columns = list(_CONTRACTS[feed].names)
     derived = _DERIVED[feed]
     return [
         gxe.ExpectTableRowCountToBeBetween(
@@ -170,23 +170,17 @@ def _schema(feed: str) -> list[Any]:
     ]
 
 
-def _types(strings: Sequence[str], ints: Sequence[str], floats: Sequence[str]) -> list[Any]:
+def _types(contract: Feed) -> list[Any]:
+    """Each column's dtype family, from the feed's contract (timestamps are checked apart)."""
     import great_expectations.expectations as gxe
 
     why = "dtype differs from the data contract"
-    out: list[Any] = [
-        gxe.ExpectColumnValuesToBeInTypeList(column=c, type_list=["str"], notes=why)
-        for c in strings
+    families = {"str": ["str"], "int": _INT_TYPES, "float": _FLOAT_TYPES}
+    return [
+        gxe.ExpectColumnValuesToBeInTypeList(column=c, type_list=families[kind], notes=why)
+        for kind in ("str", "int", "float")
+        for c in contract.of_kind(kind)
     ]
-    out += [
-        gxe.ExpectColumnValuesToBeInTypeList(column=c, type_list=_INT_TYPES, notes=why)
-        for c in ints
-    ]
-    out += [
-        gxe.ExpectColumnValuesToBeInTypeList(column=c, type_list=_FLOAT_TYPES, notes=why)
-        for c in floats
-    ]
-    return out
 
 
 def _not_null(columns: Sequence[str]) -> list[Any]:
@@ -264,14 +258,8 @@ def build_suite(feed: str, date: dt.date, now: dt.datetime, n_actions: int | Non
     exps = _schema(feed)
     if feed == "decisions":
         n = n_actions if n_actions is not None else _default_n_actions()
-        exps += _types(
-            ["event_id", "sku", "segment", "customer_id", "policy_id", "ab_arm", "outcome"],
-            ["inventory", "action", "quantity"],
-            ["base_price", "price_shown", "competitor_price", "propensity", "unit_cost"],
-        )
-        exps += _not_null(
-            [c for c in DECISION_COLUMNS if c not in ("segment", "customer_id", "ab_arm")]
-        )
+        exps += _types(DECISIONS)
+        exps += _not_null(DECISIONS.required)
         exps += _timestamps(date, now)
         exps += [
             gxe.ExpectColumnValuesToBeUnique(
@@ -308,13 +296,13 @@ def build_suite(feed: str, date: dt.date, now: dt.datetime, n_actions: int | Non
             gxe.ExpectColumnValuesToBeInSet(
                 column="quantity",
                 value_set=[0],
-                row_condition=Column("outcome") != "purchase",
+                row_condition=Column("outcome") != PURCHASE,
                 notes="quantity must be 0 unless the outcome is a purchase",
             ),
             gxe.ExpectColumnValuesToBeBetween(
                 column="quantity",
                 min_value=1,
-                row_condition=Column("outcome") == "purchase",
+                row_condition=Column("outcome") == PURCHASE,
                 notes="a purchase must have quantity >= 1",
             ),
             gxe.ExpectColumnPairValuesAToBeGreaterThanB(
@@ -325,10 +313,8 @@ def build_suite(feed: str, date: dt.date, now: dt.datetime, n_actions: int | Non
             ),
         ]
     elif feed == "transactions":
-        exps += _types(
-            ["transaction_id", "sku", "customer_id"], ["quantity"], ["unit_price", "unit_cost"]
-        )
-        exps += _not_null(["transaction_id", "ts", "sku", "quantity", "unit_price"])
+        exps += _types(TRANSACTIONS)
+        exps += _not_null(TRANSACTIONS.required)
         exps += _timestamps(date, now)
         exps += [
             gxe.ExpectColumnValuesToBeUnique(
@@ -347,12 +333,8 @@ def build_suite(feed: str, date: dt.date, now: dt.datetime, n_actions: int | Non
         ]
     else:
         counts = ["views", "carts", "abandons", "inventory_start", "inventory_end"]
-        exps += _types(
-            ["sku"],
-            ["purchases", "units"],
-            [c for c in FEATURE_COLUMNS if c not in ("date", "sku", "purchases", "units")],
-        )
-        exps += _not_null(["date", "sku", "purchases", "units", "revenue", "sales_velocity"])
+        exps += _types(FEATURES)
+        exps += _not_null(FEATURES.required)
         exps += [
             gxe.ExpectColumnValuesToBeInSet(
                 column="date",

@@ -11,6 +11,7 @@ import numpy as np
 from sim.dp import solve_world
 from sim.market import Market, make_streams
 from sim.policies import Policy
+from sim.stats import mean_ci95, paired_bootstrap_ci
 from sim.world import MarketParams
 
 
@@ -87,22 +88,18 @@ def rollout(
     )
 
 
-def mean_ci95(x: np.ndarray) -> tuple[float, float, float]:
-    """Mean and a normal-approximation 95 % confidence interval."""
-    m = float(np.mean(x))
-    half = 1.96 * float(np.std(x, ddof=1)) / np.sqrt(len(x)) if len(x) > 1 else 0.0
-    return m, m - half, m + half
+def paired_difference(
+    a: Rollouts, b: Rollouts, n_boot: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean and paired-bootstrap 95 % CI of the per-episode profit difference ``a − b``.
 
-
-def paired_difference(a: Rollouts, b: Rollouts) -> tuple[float, float, float]:
-    """Mean and 95 % CI of the per-episode profit difference ``a − b`` on the same seeds.
-
-    Pairing removes the variance that both policies share (which SKU, which visitors, which flash
-    sales), so the interval is far tighter than the two separate intervals suggest.
+    Pairing removes the variance both policies share (which SKU, which visitors, which flash
+    sales), so the interval is far tighter than the two separate intervals suggest. The two must
+    have run the same episodes (the same seed).
     """
     if not np.array_equal(a.sku, b.sku):
         raise ValueError("the two rollouts did not run the same episodes; use the same seed")
-    return mean_ci95(a.profit - b.profit)
+    return paired_bootstrap_ci(a.profit - b.profit, n_boot, seed)
 
 
 def dp_values(params: MarketParams) -> np.ndarray:

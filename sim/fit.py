@@ -26,26 +26,18 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
+from sim.feeds import ABANDON, CARTED, DECISIONS, OUTCOMES, TRANSACTIONS, WOULD_BUY
+from sim.stats import Z95
 from sim.world import World
 
-CARTED = ("cart", "purchase", "abandon")  # the visitor put the item in the cart
-WOULD_BUY = ("cart", "purchase")  # carted and kept it; "cart" is a sale lost to a stock-out
-OUTCOMES = ("view", *CARTED)
-DECISION_FIELDS = (
-    "ts",
-    "sku",
-    "segment",
-    "base_price",
-    "price_shown",
-    "competitor_price",
-    "inventory",
-    "outcome",
+# The columns of the feeds the refit reads (a subset of each feed's contract).
+DECISION_FIELDS = DECISIONS.subset(
+    "ts", "sku", "segment", "base_price", "price_shown", "competitor_price", "inventory", "outcome"
 )
-TRANSACTION_FIELDS = ("ts", "sku", "quantity")
+TRANSACTION_FIELDS = TRANSACTIONS.subset("ts", "sku", "quantity")
 BUCKET_EDGES: tuple[float, ...] = tuple(round(0.6 + 0.1 * i, 10) for i in range(10))
 COMPETITOR_SMOOTHING = 0.5  # Dirichlet pseudo-count per transition cell
 MIN_SEGMENT_ROWS = 50  # below this many visitors (or 5 carts) a segment keeps its base values
-_Z = float(stats.norm.ppf(0.975))
 _PRICE_TOL = 0.011  # two prices that each round to the cent can differ by this much
 
 
@@ -86,8 +78,8 @@ def _estimate(value: float, se: float) -> dict[str, float]:
     return {
         "estimate": float(value),
         "se": float(se),
-        "ci_low": float(value - _Z * se),
-        "ci_high": float(value + _Z * se),
+        "ci_low": float(value - Z95 * se),
+        "ci_high": float(value + Z95 * se),
     }
 
 
@@ -582,7 +574,7 @@ def _fit_abandonment(base: World, rows: pd.DataFrame) -> tuple[dict[str, float],
         return {"base": ab.base, "per_price_increase": ab.per_price_increase}, report
     rise = np.maximum(0.0, np.log(sub["price_shown"].to_numpy() / sub["prev_price"].to_numpy()))
     key = np.round(rise, 9)
-    y_all = (sub["outcome"] == "abandon").to_numpy(dtype=float)
+    y_all = (sub["outcome"] == ABANDON).to_numpy(dtype=float)
     levels, inv = np.unique(key, return_inverse=True)
     n = np.bincount(inv).astype(float)
     y = np.bincount(inv, weights=y_all)

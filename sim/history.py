@@ -19,39 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from sim.feeds import DECISION_COLUMNS, OUTCOMES, PURCHASE
 from sim.market import Market, StepOutcome, make_streams
 from sim.policies import EpsilonGreedy, Policy, RulePolicy
 from sim.world import World
-
-OUTCOMES = ("view", "cart", "purchase", "abandon")
-
-DECISION_COLUMNS = (
-    "event_id",
-    "ts",
-    "sku",
-    "segment",
-    "customer_id",
-    "base_price",
-    "price_shown",
-    "competitor_price",
-    "inventory",
-    "action",
-    "propensity",
-    "policy_id",
-    "ab_arm",
-    "outcome",
-    "quantity",
-    "unit_cost",
-)
-TRANSACTION_COLUMNS = (
-    "transaction_id",
-    "ts",
-    "sku",
-    "quantity",
-    "unit_price",
-    "unit_cost",
-    "customer_id",
-)
 
 
 @dataclass(frozen=True)
@@ -122,7 +93,7 @@ def _rows(
             "policy_id": policy_id,
             "ab_arm": "control",
             "outcome": np.array(OUTCOMES)[outcome],
-            "quantity": (outcome == 2).astype(np.int64),
+            "quantity": (outcome == OUTCOMES.index(PURCHASE)).astype(np.int64),
             "unit_cost": np.array([sk.unit_cost for sk in world.skus])[out.sku[env]],
         }
     )
@@ -188,7 +159,7 @@ def generate_history(
             dec.insert(0, "event_id", [f"ev-{seed}-{i:012d}" for i in ids])
             dec["customer_id"] = "c" + dec["customer_id"].astype("int64").astype(str)
             dec = dec[list(DECISION_COLUMNS)]
-            tx = dec[dec["outcome"] == "purchase"]
+            tx = dec[dec["outcome"] == PURCHASE]
             trans = pd.DataFrame(
                 {
                     "transaction_id": "tx-" + tx["event_id"].str.removeprefix("ev-"),

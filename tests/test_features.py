@@ -15,7 +15,8 @@ from pipeline.features import (
     build_features,
     conversion_by_price_bucket,
 )
-from sim.history import DECISION_COLUMNS, TRANSACTION_COLUMNS, generate_history
+from sim.feeds import DECISION_COLUMNS, TRANSACTION_COLUMNS
+from sim.history import generate_history
 from sim.world import World, default_world
 
 START = dt.date(2026, 3, 4)

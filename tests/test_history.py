@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.history import DECISION_COLUMNS, OUTCOMES, TRANSACTION_COLUMNS, generate_history
+from sim.feeds import DECISION_COLUMNS, OUTCOMES, TRANSACTION_COLUMNS
+from sim.history import generate_history
 from sim.world import World
 
 START = dt.date(2026, 3, 4)  # a Wednesday: the market's clock follows the calendar

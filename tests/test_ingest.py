@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.ingest import IngestError, ingest_transactions, load_mapping
 from pipeline.lake import Lake
-from sim.history import TRANSACTION_COLUMNS, generate_history
+from sim.feeds import TRANSACTION_COLUMNS
+from sim.history import generate_history
 from sim.world import default_world
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

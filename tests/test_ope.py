@@ -24,10 +24,10 @@ from pipeline.ope import (
     snips,
     target_probs,
 )
-from sim.evaluate import mean_ci95
 from sim.history import generate_history
 from sim.market import Market, StepOutcome
 from sim.policies import EpsilonGreedy, Policy, RandomPolicy, RulePolicy, StaticPolicy
+from sim.stats import mean_ci95
 from sim.world import World
 from tests.conftest import tiny_world_dict
 

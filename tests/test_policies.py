@@ -108,7 +108,8 @@ def test_unknown_policy_name(tiny_world: World) -> None:
 
 
 def test_paired_difference_is_tighter_than_separate_intervals(tiny_world: World) -> None:
-    from sim.evaluate import mean_ci95, paired_difference
+    from sim.evaluate import paired_difference
+    from sim.stats import mean_ci95
 
     p = tiny_world.compile()
     pols = make_baselines(p, ["dp", "static"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.stats import paired_bootstrap_ci
+from sim.stats import paired_bootstrap_ci
 
 
 @pytest.mark.parametrize(

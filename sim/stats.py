@@ -1,8 +1,19 @@
-"""Resampling statistics for the evaluation and promotion gates."""
+"""The statistics every stage shares: one normal quantile, one interval of a mean, one paired
+interval (the promotion gate's, the benchmarks' and the evaluation table's)."""
 
 from __future__ import annotations
 
 import numpy as np
+
+Z95 = 1.96  # the normal distribution's 97.5 % quantile: two-sided 95 % intervals
+
+
+def mean_ci95(x: np.ndarray) -> tuple[float, float, float]:
+    """Mean and a normal-approximation 95 % confidence interval (zero width for one value)."""
+    m = float(np.mean(x))
+    half = Z95 * float(np.std(x, ddof=1)) / np.sqrt(len(x)) if len(x) > 1 else 0.0
+    return m, m - half, m + half
+
 
 # Resample in blocks of at most this many draws so that memory stays bounded for long inputs;
 # the block size depends on the input length only, so the result is deterministic for a seed.
