@@ -2,7 +2,7 @@
 
 Simulates ``--days`` days of logs of the rule-based pricer for ``--skus`` SKUs (the bundled world
 expanded with jittered copies) into a fresh local lake, then runs every step of the nightly loop
-(``pipeline.nightly``) for the last day, one function at a time, timing each with
+(``pipeline.nightly.steps``) for the last day, one function at a time, timing each with
 ``time.perf_counter``. The training window is the whole history (``train_days = --days``), the last
 7 days held out. History generation is timed but is not part of the night.
 
@@ -49,8 +49,8 @@ from typing import Any
 import pandas as pd
 
 from pipeline import nightly
-from pipeline.features import build_features
-from pipeline.lake import Lake
+from pipeline.data.features import build_features
+from pipeline.data.lake import Lake
 from pipeline.settings import Settings
 from sim.history import generate_history
 from sim.world import load_world

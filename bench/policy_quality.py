@@ -14,10 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.evaluation import run_policies
-from pipeline.models import save_agent
-from pipeline.train import TrainConfig, train_agent
-from sim.evaluate import dp_values, paired_difference, summarize
+from pipeline.model.artifacts import save_agent
+from pipeline.model.evaluation import evaluate, resolve_policies
+from pipeline.model.train import TrainConfig, train_agent
 from sim.world import load_world
 
 
@@ -38,9 +37,9 @@ def main() -> None:
         path = Path(tmp) / "ppo.zip"
         save_agent(model, path)
         names = ["dp", str(path), "static", "rule", "myopic", "bandit", "random"]
-        results = run_policies(world, names, args.episodes, args.eval_seed)
-    params = world.compile()
-    report = summarize(params, results, args.episodes, args.eval_seed, dp_values(params))
+        policies = resolve_policies(world, names, args.episodes)
+        evaluation = evaluate(world, policies, args.episodes, args.eval_seed)
+    report = evaluation.report()
     rows = sorted(report["policies"].items(), key=lambda kv: -kv[1]["mean_profit"])
     print(f"world: {world.name} ({len(world.skus)} SKUs, {world.horizon.steps} steps/episode)")
     print(
@@ -60,10 +59,11 @@ def main() -> None:
         )
     ppo = report["policies"]["ppo"]
     for base in ("dp", "static", "rule"):
-        diff, lo, hi = paired_difference(results["ppo"], results[base])
+        diff, lo, hi = evaluation.paired("ppo", base)
         gain = 100 * (ppo["mean_profit"] / report["policies"][base]["mean_profit"] - 1)
         print(
-            f"ppo - {base}: {diff:+,.1f} per episode, paired 95% CI [{lo:+,.1f}, {hi:+,.1f}] ({gain:+.1f} %)"
+            f"ppo - {base}: {diff:+,.1f} per episode, paired bootstrap 95% CI "
+            f"[{lo:+,.1f}, {hi:+,.1f}] ({gain:+.1f} %)"
         )
     print(f"ppo_pct_of_optimal={ppo['pct_of_optimal']:.1f}")
 

@@ -8,7 +8,7 @@ measure ─► retrain_signal   (pricing://drift event when a market feature dri
         └► drift_alarm      (fails, loudly, on drift)
 ```
 
-**What it measures** (`pipeline.monitor`): from the decisions feed (`raw/decisions/`), the prices
+**What it measures** (`pipeline.ops.monitor`): from the decisions feed (`raw/decisions/`), the prices
 shown in the window — conversion, revenue, gross profit, margin, exploration rate and the action
 mix — and the drift of the market against the champion's training data: the population stability
 index (PSI) of the competitor's price, visitors per SKU-hour, the segment mix and unit costs,
@@ -45,22 +45,25 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Asset, AssetAlias, CronDataIntervalTimetable, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
+# stdlib only: the names the DAGs share with the pipeline (parsing stays light)
+from pipeline.contracts import DRIFT_ALIAS, DRIFT_ASSET
+
 if TYPE_CHECKING:
     from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
 SCHEDULE = os.environ.get("PRICING_MONITOR_CRON", "0 * * * *")
-DRIFT = Asset("pricing://drift")
+DRIFT = Asset(DRIFT_ASSET)
 # An event on pricing://drift only when the window drifted: an alias lets the task decide.
-DRIFT_EVENTS = AssetAlias("pricing-drift-events")
+DRIFT_EVENTS = AssetAlias(DRIFT_ALIAS)
 MAX_CATCH_UP = dt.timedelta(days=1)
 
 
 def _window(settings: Settings) -> tuple[dt.datetime, dt.datetime]:
     """The run's data interval, stretched back to the end of the last published window (the
     monitor's watermark in the lake) when runs were missed, by at most a day."""
-    from pipeline.monitor import watermark
+    from pipeline.ops.publish import watermark
 
     context = get_current_context()
     # Airflow leaves the interval out of the context of a run triggered without a logical date
@@ -95,7 +98,7 @@ def pricing_monitor() -> None:
     @task
     def measure() -> dict[str, Any]:
         """KPIs and drift of the window, written to the lake, MLflow and the Pushgateway."""
-        from pipeline.monitor import monitor_window
+        from pipeline.ops.monitor import monitor_window
         from pipeline.settings import Settings
 
         settings = Settings()

@@ -1,7 +1,8 @@
 """
 ### Pricing: the nightly retrain
 
-One run per night, one task per step of `pipeline.nightly`:
+One run per night, one task per step of `pipeline.nightly` (in the order `pipeline.contracts.NIGHT_STEPS`
+gives, which `pricing nightly` follows too):
 
 ```text
 validate ─► features ─► refit ─► fidelity ─► algorithms ─► train[ppo] ─┐
@@ -72,28 +73,41 @@ from airflow.sdk import (
     AssetOrTimeSchedule,
     CronDataIntervalTimetable,
     TriggerRule,
+    chain,
     dag,
     get_current_context,
     task,
 )
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+# stdlib only: the names the DAGs share with the pipeline (parsing stays light)
+from pipeline.contracts import (
+    CANDIDATE_MODEL_ASSET,
+    CHAMPION_ASSET,
+    CHAMPION_MOVES_ALIAS,
+    DRIFT_ASSET,
+    FEATURES_ASSET,
+    GATED_STEPS,
+    NIGHT_STEPS,
+    PROMOTION_POOL,
+    STOP_TASK,
+    STOP_XCOM_KEY,
+)
+
 if TYPE_CHECKING:
+    from pipeline.nightly.results import StepResult
     from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
 SCHEDULE = os.environ.get("PRICING_NIGHTLY_CRON", "0 2 * * *")
-PROMOTION_POOL = "pricing_promotion"
-FEATURES = Asset("pricing://features")
-CANDIDATE_MODEL = Asset("pricing://candidate-model")
-CHAMPION = Asset("pricing://champion")
+FEATURES = Asset(FEATURES_ASSET)
+CANDIDATE_MODEL = Asset(CANDIDATE_MODEL_ASSET)
+CHAMPION = Asset(CHAMPION_ASSET)
 # The hourly monitor's drift alarm (dags/pricing_monitor.py) starts a night outside the cron too.
-DRIFT = Asset("pricing://drift")
+DRIFT = Asset(DRIFT_ASSET)
 # Events on the champion only when it moves: an alias lets the task decide at run time.
-CHAMPION_MOVES = AssetAlias("pricing-champion-moves")
-GATED_STEPS = ("validate", "features", "refit", "fidelity")
-STOP_KEY = "night_stopped"
+CHAMPION_MOVES = AssetAlias(CHAMPION_MOVES_ALIAS)
 _MAX_DETAILS_CHARS = 4000  # stop details beyond this stay in the lake's reports, not in XCom
 
 
@@ -131,14 +145,14 @@ def _small(details: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in safe.items() if isinstance(v, str | int | float | bool)}
 
 
-def _gated(step: Callable[[Settings, dt.date], dict[str, Any]]) -> dict[str, Any]:
+def _gated(step: Callable[[Settings, dt.date], StepResult]) -> dict[str, Any]:
     """Run one pipeline step for tonight. A gate that says no fails the task for good: a retry
     would meet a quarantined partition instead of the bad one, and the reason must stay visible."""
-    from pipeline.nightly import NightStopped
+    from pipeline.nightly.results import NightStopped
 
     night = _night()
     try:
-        return step(_settings(), night)
+        return step(_settings(), night).to_dict()
     except NightStopped as stop:
         record = {
             "date": night.isoformat(),
@@ -146,14 +160,14 @@ def _gated(step: Callable[[Settings, dt.date], dict[str, Any]]) -> dict[str, Any
             "reason": str(stop),
             "details": _small(stop.details),
         }
-        get_current_context()["ti"].xcom_push(key=STOP_KEY, value=record)
+        get_current_context()["ti"].xcom_push(key=STOP_XCOM_KEY, value=record)
         log.error("night %s stopped at %s: %s", night, stop.step, stop)
         raise AirflowFailException(f"night {night} stopped at {stop.step}: {stop}") from None
 
 
 def _skip_if_decided(night: dt.date) -> None:
     """A drift event for a night whose gate already decided: nothing new to learn from."""
-    from pipeline.nightly import gate_decided
+    from pipeline.nightly.steps import gate_decided
 
     path = gate_decided(_settings(), night)
     if path is not None:
@@ -198,7 +212,7 @@ def pricing_nightly() -> None:
     @task
     def validate() -> dict[str, Any]:
         """Great Expectations on the night's raw feeds; a bad partition goes to quarantine."""
-        from pipeline.nightly import validate_raw
+        from pipeline.nightly.steps import validate_raw
 
         context = get_current_context()
         run_type = context["dag_run"].run_type
@@ -209,7 +223,7 @@ def pricing_nightly() -> None:
     @task(outlets=[FEATURES])
     def features() -> dict[str, Any]:
         """Features per SKU-day for the night, validated, written to the lake."""
-        from pipeline.nightly import extract_features
+        from pipeline.nightly.steps import extract_features
 
         out = _gated(extract_features)
         get_current_context()["outlet_events"][FEATURES].extra = {
@@ -221,14 +235,14 @@ def pricing_nightly() -> None:
     @task
     def refit() -> dict[str, Any]:
         """Fit the market simulator to the training window; returns its lineage for training."""
-        from pipeline.nightly import refit_simulator
+        from pipeline.nightly.steps import refit_simulator
 
         return _gated(refit_simulator)
 
     @task
     def fidelity() -> dict[str, Any]:
         """The refit simulator must reproduce the held-out days."""
-        from pipeline.nightly import check_fidelity
+        from pipeline.nightly.steps import check_fidelity
 
         return _gated(check_fidelity)
 
@@ -244,47 +258,49 @@ def pricing_nightly() -> None:
         doc_md="Train one algorithm in the refit simulator and register it (once per night and algo).",
     )
     def train(algo: str, fitted: dict[str, Any]) -> dict[str, Any]:
-        from pipeline.nightly import train_candidate
+        from pipeline.nightly.results import Refitted
+        from pipeline.nightly.steps import train_candidate
 
         context = get_current_context()
         context["algo"] = algo  # type: ignore[typeddict-unknown-key]  # labels the map index
-        lineage = {k: fitted[k] for k in ("data_sha256", "sim_params_sha256", "validation_report")}
+        lineage = Refitted.from_dict(fitted).lineage()
         night = _night()
-        out = train_candidate(_settings(), night, algo, lineage, _training_progress(algo))
+        trained = train_candidate(_settings(), night, algo, lineage, _training_progress(algo))
+        out = trained.to_dict()
         context["outlet_events"][CANDIDATE_MODEL].extra = {"date": night.isoformat(), **out}
         return out
 
     @task
     def evaluate(trained: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """Candidates vs champion vs baselines on paired seeds; picks the challenger."""
-        from pipeline.nightly import evaluate_candidates
+        from pipeline.nightly.evaluate import evaluate_candidates
 
         # one slice read: iterating the lazy sequence would probe one index past its end
         versions = [t["version"] for t in trained[:]]
-        return evaluate_candidates(_settings(), _night(), versions)
+        return evaluate_candidates(_settings(), _night(), versions).to_dict()
 
     @task(pool=PROMOTION_POOL, outlets=[CHAMPION_MOVES])
     def gate(evaluation: dict[str, Any]) -> dict[str, Any]:
         """The promotion gate; moves `champion` (compare-and-set, ledger) when the evidence holds."""
-        from pipeline.nightly import promotion_gate
+        from pipeline.nightly.steps import promotion_gate
 
         night = _night()
         decision = promotion_gate(_settings(), night)
-        log.info("gate for %s: %s", night, decision["reason"])
-        if decision.get("moved"):
+        log.info("gate for %s: %s", night, decision.reason)
+        if decision.moved:
             extra: dict[str, Any] = {
-                "version": decision["champion"],
+                "version": decision.champion,
                 "date": night.isoformat(),
                 "by": "nightly",
             }
             get_current_context()["outlet_events"][CHAMPION_MOVES].add(CHAMPION, extra=extra)
-        return json.loads(json.dumps(decision, default=str))
+        return json.loads(json.dumps(decision.to_dict(), default=str))
 
-    @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0)
+    @task(task_id=STOP_TASK, trigger_rule=TriggerRule.ONE_FAILED, retries=0)
     def night_stopped() -> dict[str, Any]:
         """Runs when a gated step failed: repeats why the night stopped, or skips on an error."""
         ti = get_current_context()["ti"]
-        records = ti.xcom_pull(task_ids=list(GATED_STEPS), key=STOP_KEY) or []
+        records = ti.xcom_pull(task_ids=list(GATED_STEPS), key=STOP_XCOM_KEY) or []
         stops = [r for r in records if r]
         if not stops:
             raise AirflowSkipException(
@@ -295,15 +311,20 @@ def pricing_nightly() -> None:
         log.warning("the champion is unchanged; details: %s", json.dumps(stop["details"]))
         return stop
 
-    checked = validate()
-    feats = features()
-    fitted = refit()
-    faithful = fidelity()
+    steps: dict[str, Any] = {
+        "validate": validate(),
+        "features": features(),
+        "refit": refit(),
+        "fidelity": fidelity(),
+    }
     algos = algorithms()
-    checked >> feats >> fitted >> faithful >> algos
-    trained = train.partial(fitted=fitted).expand(algo=algos)
-    gate(evaluate(trained))
-    [checked, feats, fitted, faithful] >> night_stopped()
+    steps["fidelity"] >> algos
+    steps["train"] = train.partial(fitted=steps["refit"]).expand(algo=algos)
+    steps["evaluate"] = evaluate(steps["train"])
+    steps["gate"] = gate(steps["evaluate"])
+    # the one order of the night's steps (data dependencies above follow it too)
+    chain(*(steps[name] for name in NIGHT_STEPS))
+    [steps[name] for name in GATED_STEPS] >> night_stopped()
 
 
 pricing_nightly()

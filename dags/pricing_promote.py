@@ -44,11 +44,13 @@ from typing import Any
 from airflow.sdk import Asset, AssetAlias, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
+# stdlib only: the names the DAGs share with the pipeline (parsing stays light)
+from pipeline.contracts import CHAMPION_ASSET, CHAMPION_MOVES_ALIAS, PROMOTION_POOL
+
 log = logging.getLogger(__name__)
 
-PROMOTION_POOL = "pricing_promotion"
-CHAMPION = Asset("pricing://champion")
-CHAMPION_MOVES = AssetAlias("pricing-champion-moves")
+CHAMPION = Asset(CHAMPION_ASSET)
+CHAMPION_MOVES = AssetAlias(CHAMPION_MOVES_ALIAS)
 
 PARAMS = {
     "action": Param(
@@ -97,8 +99,8 @@ def pricing_promote() -> None:
     @task(pool=PROMOTION_POOL, pool_slots=1, outlets=[CHAMPION_MOVES])
     def move_champion() -> dict[str, Any]:
         """Promote or roll back through the registry's compare-and-set path."""
-        from pipeline.lake import Lake
-        from pipeline.registry import PromotionConflict, Registry, RegistryError
+        from pipeline.data.lake import open_lake
+        from pipeline.release.registry import PromotionConflict, Registry, RegistryError
         from pipeline.settings import Settings
 
         context = get_current_context()
@@ -111,7 +113,7 @@ def pricing_promote() -> None:
             )
         who = f"airflow:{context['dag_run'].triggering_user_name or 'unknown'}"
         reason, action = str(params["reason"]), str(params["action"])
-        registry = Registry(settings, Lake.from_uri(settings.lake, settings.s3_endpoint_url))
+        registry = Registry(settings, open_lake(settings))
         try:
             move = registry.manual_move(
                 action, reason, str(params["version"]), who=who, dry_run=bool(params["dry_run"])

@@ -14,6 +14,8 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipeline.contracts import ALGORITHMS
+
 
 class Settings(BaseSettings):
     """Every knob of the nightly loop. Invalid values fail at construction, naming the variable."""
@@ -31,7 +33,7 @@ class Settings(BaseSettings):
     experiment: str = Field("pricing-nightly", min_length=1)
 
     # training
-    algos: tuple[str, ...] = Field(("ppo", "dqn"), description="algorithms trained each night")
+    algos: tuple[str, ...] = Field(ALGORITHMS, description="algorithms trained each night")
     ppo_timesteps: int = Field(5_000_000, ge=1, description="PPO budget in SKU-steps")
     dqn_timesteps: int = Field(300_000, ge=1, description="DQN budget in SKU-steps")
     train_seed: int = 0
@@ -108,9 +110,11 @@ class Settings(BaseSettings):
                 f"PRICING_LOCK_URI must be a PostgreSQL URL such as "
                 f"postgresql+psycopg2://user@host:5432/db (got {self.lock_uri.split(':', 1)[0]}://…)"
             )
-        bad = [a for a in self.algos if a not in ("ppo", "dqn")]
+        bad = [a for a in self.algos if a not in ALGORITHMS]
         if bad:
-            raise ValueError(f"PRICING_ALGOS: unknown algorithm {bad[0]!r}; use ppo and/or dqn")
+            raise ValueError(
+                f"PRICING_ALGOS: unknown algorithm {bad[0]!r}; use {' and/or '.join(ALGORITHMS)}"
+            )
         return self
 
     @property

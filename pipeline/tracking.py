@@ -1,14 +1,25 @@
-"""The MLflow tracking backend: is it there before a long job starts?
+"""MLflow tracking: the backend a command talks to, the experiment its runs go to, and the code
+version they record.
 
-MLflow retries an unreachable server for minutes before it gives up, and a night would find out
-only after training. `require_tracking` asks once, with a short timeout, so a command can say at
-once which server is out of reach and how to fix it.
+- `tracking` / `experiment` scope MLflow's fluent API to the settings' backend for a block;
+- `require_tracking` checks the backend is there before a long job starts: MLflow retries an
+  unreachable server for minutes before it gives up, and a night would find out only after
+  training;
+- `git_commit` is the lineage tag of every model version.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import sqlalchemy as sa
 
 from pipeline.errors import Unavailable
 from pipeline.settings import Settings
@@ -37,8 +48,6 @@ def require_tracking(settings: Settings, timeout_s: float = TIMEOUT_S) -> None:
             "MLFLOW_TRACKING_URI at a running one"
         )
     if uri.startswith(("postgresql", "mysql")):
-        import sqlalchemy as sa
-
         engine = sa.create_engine(uri, connect_args={"connect_timeout": int(timeout_s)})
         try:
             with engine.connect():
@@ -51,3 +60,53 @@ def require_tracking(settings: Settings, timeout_s: float = TIMEOUT_S) -> None:
             ) from None
         finally:
             engine.dispose()
+
+
+@contextlib.contextmanager
+def tracking(settings: Settings) -> Iterator[str]:
+    """Point MLflow's fluent API at ``settings.tracking_uri`` for the block, then restore.
+
+    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` into the process environment;
+    left there, it would leak into the next `Settings` built in the same process (an Airflow worker,
+    a test session) and point it at the wrong registry.
+    """
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    try:
+        yield settings.tracking_uri
+    finally:
+        mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None unsets it
+
+
+@contextlib.contextmanager
+def experiment(settings: Settings, name: str | None = None) -> Iterator[str]:
+    """`tracking`, with the experiment selected (created if needed, with its artifacts under
+    ``settings.artifacts_dir`` on the embedded SQLite store: MLflow would otherwise write
+    ./mlruns in the working directory)."""
+    with tracking(settings):
+        name = name or settings.experiment
+        exp = mlflow.get_experiment_by_name(name)
+        if exp is None:
+            location = None
+            if settings.tracking_uri.startswith("sqlite:"):
+                settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
+                location = settings.artifacts_dir.as_uri()
+            exp_id = mlflow.create_experiment(name, artifact_location=location)
+        else:
+            exp_id = exp.experiment_id
+        mlflow.set_experiment(experiment_id=exp_id)
+        yield str(exp_id)
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.world import N_FIXED_OBS, MarketParams
+from sim.world import N_FIXED_OBS, MarketParams, World
 
 OBS_NAMES: tuple[str, ...] = (
     "inventory_frac",
@@ -239,3 +239,8 @@ class Market:
         self.t = t_next
         self.comp = np.minimum(comp_next, p.C - 1)
         return outcome
+
+
+def observation_columns(world: World) -> list[str]:
+    """The observation's column names for a world: the fixed ones, then one per segment."""
+    return [*OBS_NAMES, *(f"segment_{s.name}" for s in world.segments)]

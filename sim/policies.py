@@ -31,7 +31,7 @@ def sample_actions(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One action per row of ``probs`` (inverse-CDF on one uniform per row)."""
     cdf = np.cumsum(probs, axis=1)
     u = rng.random(probs.shape[0]) * cdf[:, -1]
-    return np.minimum((u[:, None] > cdf).sum(axis=1), probs.shape[1] - 1)
+    return np.asarray(np.minimum((u[:, None] > cdf).sum(axis=1), probs.shape[1] - 1))
 
 
 def move_table(params: MarketParams) -> np.ndarray:
@@ -191,7 +191,7 @@ class EpsilonGreedy(Policy):
 
     def probs(self, market: Market, obs: np.ndarray) -> np.ndarray:
         base = self.base.probs(market, obs)
-        return (1.0 - self.epsilon) * base + self.epsilon / base.shape[1]
+        return np.asarray((1.0 - self.epsilon) * base + self.epsilon / base.shape[1])
 
 
 class BanditPolicy(Policy):

@@ -141,7 +141,7 @@ class MarketVecEnv(VecEnv):
 
     def _draw_skus(self, idx: np.ndarray) -> np.ndarray:
         if self.fixed_skus is not None:
-            return self.fixed_skus[idx]
+            return np.asarray(self.fixed_skus[idx])
         assert self._rng is not None
         # one draw per slot, in slot order: with num_envs=1 this matches PricingEnv.reset
         return np.array([self._rng.integers(self.params.K) for _ in idx], dtype=np.int64)

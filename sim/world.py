@@ -361,115 +361,32 @@ class MarketParams:
 
     @classmethod
     def from_world(cls, w: World) -> MarketParams:
-        pr = w.pricing
-        L = round((pr.price_max - pr.price_min) / pr.price_step) + 1
-        ratios = pr.price_min + pr.price_step * np.arange(L)
-        moves = np.array([round(a / pr.price_step) for a in pr.actions], dtype=np.int64)
-        initial_level = round((pr.initial_price - pr.price_min) / pr.price_step)
-        T = w.horizon.steps
-        hours_from_start = w.horizon.start_hour + w.horizon.step_hours * np.arange(T)
-        hour = hours_from_start % 24
-        weekday = (w.horizon.start_weekday + hours_from_start // 24) % 7
-        hod = np.asarray(w.seasonality.hour_of_day, dtype=float)
-        dow = np.asarray(w.seasonality.day_of_week, dtype=float)
-        traffic = (hod / hod.mean())[hour] * (dow / dow.mean())[weekday]
-
-        seg = w.segments
-        S = len(seg)
-        share = np.array([s.share for s in seg])
-        wk = np.array([s.weekend_multiplier for s in seg])
-        weekend = (weekday >= 5)[:, None]
-        mix = np.where(weekend, share * wk, share)
-        seg_mix = mix / mix.sum(axis=1, keepdims=True)
-
-        skus = w.skus
-        K = len(skus)
-        ref = np.array([s.ref_price for s in skus])
-        cost = np.array([s.unit_cost for s in skus])
-        comp_ref = np.array([s.competitor_reference for s in skus])
-        comp_states = np.array([c.price_ratio for c in w.competitor.states])
-        comp_ratio = comp_ref[:, None] * comp_states[None, :] / ref[:, None]  # (K, C)
-        C = len(comp_states)
-
-        intent = np.array([s.intent for s in seg])
-        beta = np.array([s.price_sensitivity for s in seg])
-        gamma = np.array([s.competitor_sensitivity for s in seg])
-        log_p = np.log(ratios)  # (L,)
-        log_gap = log_p[None, :, None] - np.log(comp_ratio)[:, None, :]  # (K, L, C)
-        logit = (
-            intent[None, :, None, None]
-            - beta[None, :, None, None] * log_p[None, None, :, None]
-            - gamma[None, :, None, None] * log_gap[:, None, :, :]
-        )
-        buy_prob = _sigmoid(logit)  # (K, S, L, C)
-
-        rate = np.array([s.arrival_rate for s in skus]) * w.horizon.step_hours
-        arrivals = rate[:, None] * traffic[None, :]  # (K, T)
-        cart_rate = np.einsum("kt,ts,kslc->ktlc", arrivals, seg_mix, buy_prob)
-
-        ab = w.abandonment
-        rise = np.maximum(0.0, log_p[None, :] - log_p[:, None])  # (from, to)
-        abandon = np.clip(ab.base + ab.per_price_increase * rise, 0.0, 1.0)
-
-        P = np.array(w.competitor.transition, dtype=float)
-        P = P / P.sum(axis=1, keepdims=True)
-        comp_cdf = np.cumsum(P, axis=1)
-        comp_cdf[:, -1] = 1.0
-
-        restock = np.zeros((K, T), dtype=np.int64)
-        for k, s in enumerate(skus):
-            if s.restock_every:
-                restock[k, s.restock_every :: s.restock_every] = s.restock_qty
-        capacity = np.array([s.capacity for s in skus], dtype=np.int64)
-        target = np.array([s.clearance_target for s in skus])
-        clear_max_left = np.where(
-            target > 0, np.floor((1.0 - target) * capacity + 1e-9), -1
-        ).astype(np.int64)
+        ladder = _ladder(w.pricing)
+        clock = _clock(w)
+        demand = _demand(w, ladder["ratios"], clock)
+        stock = _stock(w, clock["T"])
         rw = w.reward
-        clear_bonus = np.where(target > 0, rw.clearance_bonus * ref, 0.0)
+        ref = np.array([s.ref_price for s in w.skus])
+        arrivals = demand["arrivals"]
+        K = len(w.skus)
         remaining_traffic = np.concatenate(
             [np.cumsum(arrivals[:, ::-1], axis=1)[:, ::-1], np.zeros((K, 1))], axis=1
         )
-        future = np.concatenate([np.cumsum(restock[:, ::-1], axis=1)[:, ::-1], np.zeros((K, 1))], 1)
-        # future_restock[t] = units arriving at steps > t
-        future_restock = np.concatenate([future[:, 1:], np.zeros((K, 1))], axis=1)
-        velocity_alpha = 1.0 - 0.5 ** (1.0 / w.observation.velocity_halflife)
         return cls(
             world=w,
-            T=T,
-            L=L,
-            A=len(moves),
-            C=C,
-            S=S,
+            **ladder,
+            **clock,
+            **demand,
+            **stock,
+            S=len(w.segments),
             K=K,
-            ratios=ratios,
-            moves=moves,
-            initial_level=initial_level,
-            hour=hour,
-            weekday=weekday,
-            traffic=traffic,
-            seg_mix=seg_mix,
             ref_price=ref,
-            unit_cost=cost,
-            capacity=capacity,
-            initial_inventory=np.array([s.initial_inventory for s in skus], dtype=np.int64),
-            arrivals=arrivals,
-            buy_prob=buy_prob,
-            cart_rate=cart_rate,
-            abandon=abandon,
-            comp_ratio=comp_ratio,
-            comp_P=P,
-            comp_cdf=comp_cdf,
-            comp_initial=w.competitor.initial_state,
-            restock=restock,
-            clear_max_left=clear_max_left,
-            clear_bonus=clear_bonus,
+            unit_cost=np.array([s.unit_cost for s in w.skus]),
             change_cost=rw.price_change_penalty * ref,
             abandon_cost=rw.abandonment_penalty,
             margin_weight=rw.margin_weight,
-            velocity_alpha=float(velocity_alpha),
+            velocity_alpha=float(1.0 - 0.5 ** (1.0 / w.observation.velocity_halflife)),
             remaining_traffic=remaining_traffic,
-            future_restock=future_restock,
         )
 
     @property
@@ -478,3 +395,106 @@ class MarketParams:
 
 
 N_FIXED_OBS = 16
+
+
+def _ladder(pr: Pricing) -> dict[str, Any]:
+    """The price ladder: its ratios to the reference price, each action's move in steps."""
+    L = round((pr.price_max - pr.price_min) / pr.price_step) + 1
+    return {
+        "L": L,
+        "ratios": pr.price_min + pr.price_step * np.arange(L),
+        "moves": np.array([round(a / pr.price_step) for a in pr.actions], dtype=np.int64),
+        "A": len(pr.actions),
+        "initial_level": round((pr.initial_price - pr.price_min) / pr.price_step),
+    }
+
+
+def _clock(w: World) -> dict[str, Any]:
+    """Hour and weekday of each step, and the seasonal multiplier of arrivals (mean 1 a week)."""
+    T = w.horizon.steps
+    hours_from_start = w.horizon.start_hour + w.horizon.step_hours * np.arange(T)
+    hour = hours_from_start % 24
+    weekday = (w.horizon.start_weekday + hours_from_start // 24) % 7
+    hod = np.asarray(w.seasonality.hour_of_day, dtype=float)
+    dow = np.asarray(w.seasonality.day_of_week, dtype=float)
+    traffic = (hod / hod.mean())[hour] * (dow / dow.mean())[weekday]
+    return {"T": T, "hour": hour, "weekday": weekday, "traffic": traffic}
+
+
+def _demand(w: World, ratios: np.ndarray, clock: dict[str, Any]) -> dict[str, Any]:
+    """Segment mix, purchase probabilities, arrivals, abandonment and the competitor's chain."""
+    seg = w.segments
+    share = np.array([s.share for s in seg])
+    wk = np.array([s.weekend_multiplier for s in seg])
+    weekend = (clock["weekday"] >= 5)[:, None]
+    mix = np.where(weekend, share * wk, share)
+    seg_mix = mix / mix.sum(axis=1, keepdims=True)
+
+    skus = w.skus
+    ref = np.array([s.ref_price for s in skus])
+    comp_ref = np.array([s.competitor_reference for s in skus])
+    comp_states = np.array([c.price_ratio for c in w.competitor.states])
+    comp_ratio = comp_ref[:, None] * comp_states[None, :] / ref[:, None]  # (K, C)
+
+    intent = np.array([s.intent for s in seg])
+    beta = np.array([s.price_sensitivity for s in seg])
+    gamma = np.array([s.competitor_sensitivity for s in seg])
+    log_p = np.log(ratios)  # (L,)
+    log_gap = log_p[None, :, None] - np.log(comp_ratio)[:, None, :]  # (K, L, C)
+    logit = (
+        intent[None, :, None, None]
+        - beta[None, :, None, None] * log_p[None, None, :, None]
+        - gamma[None, :, None, None] * log_gap[:, None, :, :]
+    )
+    buy_prob = _sigmoid(logit)  # (K, S, L, C)
+
+    rate = np.array([s.arrival_rate for s in skus]) * w.horizon.step_hours
+    arrivals = rate[:, None] * clock["traffic"][None, :]  # (K, T)
+    cart_rate = np.einsum("kt,ts,kslc->ktlc", arrivals, seg_mix, buy_prob)
+
+    ab = w.abandonment
+    rise = np.maximum(0.0, log_p[None, :] - log_p[:, None])  # (from, to)
+    abandon = np.clip(ab.base + ab.per_price_increase * rise, 0.0, 1.0)
+
+    P = np.array(w.competitor.transition, dtype=float)
+    P = P / P.sum(axis=1, keepdims=True)
+    comp_cdf = np.cumsum(P, axis=1)
+    comp_cdf[:, -1] = 1.0
+    return {
+        "C": len(comp_states),
+        "seg_mix": seg_mix,
+        "arrivals": arrivals,
+        "buy_prob": buy_prob,
+        "cart_rate": cart_rate,
+        "abandon": abandon,
+        "comp_ratio": comp_ratio,
+        "comp_P": P,
+        "comp_cdf": comp_cdf,
+        "comp_initial": w.competitor.initial_state,
+    }
+
+
+def _stock(w: World, T: int) -> dict[str, Any]:
+    """Capacity, initial stock, scheduled restocks and the clearance targets."""
+    skus = w.skus
+    K = len(skus)
+    restock = np.zeros((K, T), dtype=np.int64)
+    for k, s in enumerate(skus):
+        if s.restock_every:
+            restock[k, s.restock_every :: s.restock_every] = s.restock_qty
+    capacity = np.array([s.capacity for s in skus], dtype=np.int64)
+    target = np.array([s.clearance_target for s in skus])
+    clear_max_left = np.where(target > 0, np.floor((1.0 - target) * capacity + 1e-9), -1).astype(
+        np.int64
+    )
+    future = np.concatenate([np.cumsum(restock[:, ::-1], axis=1)[:, ::-1], np.zeros((K, 1))], 1)
+    ref = np.array([s.ref_price for s in skus])
+    return {
+        "clear_bonus": np.where(target > 0, w.reward.clearance_bonus * ref, 0.0),
+        "capacity": capacity,
+        "initial_inventory": np.array([s.initial_inventory for s in skus], dtype=np.int64),
+        "restock": restock,
+        "clear_max_left": clear_max_left,
+        # future_restock[t] = units arriving at steps > t
+        "future_restock": np.concatenate([future[:, 1:], np.zeros((K, 1))], axis=1),
+    }

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.lake import Lake
+from pipeline.data.lake import Lake
 from sim.world import World, default_world
 
 
@@ -49,12 +49,13 @@ def register_tiny_version(
 ) -> str:
     """Train a tiny PPO agent on the tiny world and register it; returns the version number.
 
-    ``registry`` is a `pipeline.registry.Registry` (typed loosely so importing this file stays
+    ``registry`` is a `pipeline.release.registry.Registry` (typed loosely so importing this file stays
     light)."""
     import mlflow
 
-    from pipeline.registry import Registry, experiment
-    from pipeline.train import TrainConfig, train_agent
+    from pipeline.model.train import TrainConfig, train_agent
+    from pipeline.release.registry import Registry
+    from pipeline.tracking import experiment
 
     assert isinstance(registry, Registry)
     world = World.model_validate(tiny_world_dict())

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.catalogue import add_to_catalogue, catalogue_dates, read_catalogue
-from pipeline.ingest import ingest_transactions
-from pipeline.lake import Lake
-from pipeline.nightly import base_world
+from pipeline.data.catalogue import add_to_catalogue, catalogue_dates, read_catalogue
+from pipeline.data.ingest import ingest_transactions
+from pipeline.data.lake import Lake
+from pipeline.nightly.steps import base_world
 from pipeline.settings import Settings
 from sim.catalogue import (
     Catalogue,

@@ -68,7 +68,7 @@ def test_history_writes_to_an_s3_lake(
 
     import boto3
 
-    from pipeline.lake import Lake
+    from pipeline.data.lake import Lake
 
     res = runner.invoke(
         app,

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.lake import Lake
-from pipeline.registry import Registry
+from pipeline.data.lake import Lake
+from pipeline.release.registry import Registry
 from pipeline.settings import Settings
 from sim.history import generate_history
 from sim.world import World

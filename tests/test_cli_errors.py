@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from pipeline.data.lake import Lake
 from pipeline.errors import ExitCode
-from pipeline.lake import Lake
 from sim.history import generate_history
 from sim.world import World
 from tests.conftest import tiny_world_dict

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.features import (
+from pipeline.data.features import (
     DECISION_FEATURES,
     FEATURE_COLUMNS,
     build_features,

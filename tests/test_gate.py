@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from pipeline.gate import GateEvidence, GateThresholds, promotion_decision
+from pipeline.release.gate import GateEvidence, GateThresholds, promotion_decision
 
 GOOD = GateEvidence(
     candidate_version="3",

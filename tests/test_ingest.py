@@ -11,8 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.ingest import IngestError, ingest_transactions, load_mapping
-from pipeline.lake import Lake
+from pipeline.data.ingest import ingest_transactions
+from pipeline.data.lake import Lake
+from pipeline.data.mapping import IngestError, load_mapping
 from sim.feeds import TRANSACTION_COLUMNS
 from sim.history import generate_history
 from sim.world import default_world

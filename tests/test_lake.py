@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.lake import ZONES, Lake, LakeError
+from pipeline.data.lake import ZONES, Lake, LakeError
 
 D1 = dt.date(2026, 1, 5)
 D2 = dt.date(2026, 1, 6)

@@ -16,17 +16,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.lake import Lake
-from pipeline.monitor import (
+from pipeline.data.lake import Lake
+from pipeline.ops.monitor import (
     MonitorError,
     feature_values,
     kpis,
     monitor_window,
     psi,
     read_decisions,
-    report_path,
 )
-from pipeline.registry import Registry
+from pipeline.ops.publish import report_path
+from pipeline.release.registry import Registry
 from pipeline.settings import Settings
 from sim.history import generate_history
 from sim.world import World
@@ -308,7 +308,7 @@ def test_bad_rows_are_counted_not_fatal() -> None:
 
 
 def test_the_watermark_follows_the_published_windows(monitored: tuple[Settings, Lake, str]) -> None:
-    from pipeline.monitor import watermark
+    from pipeline.ops.publish import watermark
 
     settings, _, _ = monitored
     later = LIVE + dt.timedelta(days=5)  # after every window the other tests publish

@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.lake import Lake
-from pipeline.nightly import run_night
-from pipeline.registry import Registry
+from pipeline.data.lake import Lake
+from pipeline.nightly.run import run_night
+from pipeline.release.registry import Registry
 from pipeline.settings import Settings
 from sim.history import generate_history
 from sim.world import World

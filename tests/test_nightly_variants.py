@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.lake import Lake
-from pipeline.nightly import run_night
+from pipeline.data.lake import Lake
+from pipeline.nightly.run import run_night
 from pipeline.settings import Settings
 from sim.history import generate_history
 from sim.world import World

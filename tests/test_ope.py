@@ -10,19 +10,16 @@ import pandas as pd
 import pytest
 from scipy.stats import poisson
 
-from pipeline.ope import (
-    UNIT_COLUMNS,
+from pipeline.model.logged import UNIT_COLUMNS, decision_units, logged_market, target_probs
+from pipeline.model.ope import (
     RidgeRewardModel,
     cross_fit,
-    decision_units,
     doubly_robust,
     effective_sample_size,
     importance_weights,
-    logged_market,
     ope_agrees,
     ope_compare,
     snips,
-    target_probs,
 )
 from sim.history import generate_history
 from sim.market import Market, StepOutcome
@@ -419,8 +416,8 @@ def test_ope_agrees_only_rejects_a_confident_opposite_sign() -> None:
 
 
 def test_a_trained_agent_is_evaluated_on_the_logged_states(world: World, logged: tuple) -> None:
-    from pipeline.models import AgentPolicy
-    from pipeline.train import TrainConfig, train_agent
+    from pipeline.model.artifacts import AgentPolicy
+    from pipeline.model.train import TrainConfig, train_agent
 
     cfg = TrainConfig(
         timesteps=384, n_envs=8, n_steps=48, batch_size=96, n_epochs=1, seed=0, net_arch=(16,)

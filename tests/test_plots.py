@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.plots import (
+from pipeline.model.plots import (
     action_mix,
     price_paths,
     price_trajectories,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.procs import ProcessTree, tagged
+from pipeline.orchestration.procs import ProcessTree, tagged
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,7 +83,7 @@ def test_stop_kills_what_ignores_sigterm_after_the_grace(tmp_path: Path) -> None
 OWNER = textwrap.dedent(
     """
     import json, os, sys, time
-    from pipeline.procs import ProcessTree
+    from pipeline.orchestration.procs import ProcessTree
     tree = ProcessTree(grace_s=2.0)
     tree.spawn([sys.executable, "-c", sys.argv[1]], dict(os.environ), os.devnull)
     while len(tree.pids()) < 3:

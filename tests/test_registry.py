@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.lake import Lake
-from pipeline.models import ModelIntegrityError
-from pipeline.registry import CHAMPION, PromotionConflict, Registry, RegistryError
+from pipeline.data.lake import Lake
+from pipeline.model.artifacts import ModelIntegrityError
+from pipeline.release.registry import CHAMPION, PromotionConflict, Registry, RegistryError
 from pipeline.settings import Settings
 from tests.conftest import register_tiny_version
 
@@ -52,7 +52,7 @@ def test_pyfunc_predicts_actions_and_prices(registry_env: tuple, tmp_path: Path)
     settings, versions = registry_env
     reg = _reg(settings)
     model = reg.load_pyfunc(versions[0], tmp_path)
-    from pipeline.registry import observation_columns
+    from sim.market import observation_columns
 
     loaded = reg.load(versions[0])
     cols = observation_columns(loaded.world)

@@ -7,9 +7,9 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.evaluation import evaluate_policies
-from pipeline.models import ModelIntegrityError, load_agent, save_agent
-from pipeline.train import TrainConfig, train_agent
+from pipeline.model.artifacts import ModelIntegrityError, load_agent, save_agent
+from pipeline.model.evaluation import evaluate_policies
+from pipeline.model.train import TrainConfig, train_agent
 from sim.world import World, default_world
 
 runner = CliRunner()

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.features import build_features
-from pipeline.lake import Lake
-from pipeline.validation import (
+from pipeline.data.features import build_features
+from pipeline.data.lake import Lake
+from pipeline.data.validation import (
     ValidationResult,
     quarantine_partition,
     read_and_validate,
@@ -306,7 +306,7 @@ def test_summary_and_data_docs(logs: DayLogs) -> None:
 QUIET_SCRIPT = """
 import datetime as dt, logging, sys
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-from pipeline.validation import validate_partition
+from pipeline.data.validation import validate_partition
 from sim.history import generate_history
 from sim.world import default_world
 day = next(generate_history(default_world(), 1, 0, dt.date(2026, 1, 5)))

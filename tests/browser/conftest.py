@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from pipeline.procs import ProcessTree
+from pipeline.orchestration.procs import ProcessTree
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
@@ -187,7 +187,7 @@ def stopped_night(data: Path, env: dict[str, str]) -> None:
     """A night whose raw decisions fail validation, run through Airflow in the stack's metadata
     DB before the UI starts (`pricing nightly --airflow`: exit 2, the reason and the task grid
     printed, the partition in quarantine), for the UI to explain."""
-    from pipeline.lake import Lake
+    from pipeline.data.lake import Lake
     from sim.history import generate_history
     from sim.world import World
     from tests.conftest import tiny_world_dict

@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pipeline.contracts import PROMOTION_POOL
+
 if TYPE_CHECKING:
     from airflow.models.dagrun import DagRun
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
-PROMOTION_POOL = "pricing_promotion"  # as in the DAGs and pipeline.airflow_run
+__all__ = ["DAGS", "PROMOTION_POOL", "REPO", "airflow_env"]
 
 
 def airflow_env(home: Path) -> dict[str, str]:
@@ -48,26 +50,26 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def airflow_db(airflow_home: Path) -> None:
     """The metadata DB migrated, and the promotion pool the DAGs use."""
-    from pipeline.airflow_run import prepare_db
+    from pipeline.orchestration.airflow_run import prepare_db
 
     prepare_db()
 
 
 def run_dag(dag_id: str, **kwargs: Any) -> DagRun:
     """``dag.test()`` with retries off: a failing task ends the run instead of waiting to retry."""
-    from pipeline.airflow_run import dag_test
+    from pipeline.orchestration.airflow_run import dag_test
 
     return dag_test(dag_id, **kwargs)
 
 
 def task_states(run: DagRun) -> dict[str, str]:
-    from pipeline.airflow_run import task_states as states
+    from pipeline.orchestration.airflow_run import task_states as states
 
     return states(run)
 
 
 def xcom(run: DagRun, task_id: str, key: str = "return_value") -> Any:
-    from pipeline.airflow_run import xcom as pull
+    from pipeline.orchestration.airflow_run import xcom as pull
 
     return pull(run, task_id, key)
 

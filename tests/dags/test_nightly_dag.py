@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.lake import Lake
-from pipeline.registry import Registry
+from pipeline.data.lake import Lake
+from pipeline.release.registry import Registry
 from pipeline.settings import Settings
 from sim.history import generate_history
 from sim.world import World

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.lake import Lake
-from pipeline.registry import Registry
+from pipeline.data.lake import Lake
+from pipeline.release.registry import Registry
 from pipeline.settings import Settings
 from tests.conftest import register_tiny_version, tiny_world_dict
 from tests.dags.conftest import asset_events, run_dag, task_states, xcom

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.lake import Lake
+from pipeline.data.lake import Lake
 from sim.history import generate_history
 from sim.world import World
 from tests.conftest import tiny_world_dict

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.procs import ProcessTree
+from pipeline.contracts import PROMOTION_POOL, PROMOTION_POOL_DOC
+from pipeline.orchestration.procs import ProcessTree
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
@@ -43,7 +44,7 @@ API_URL = f"http://127.0.0.1:{API_PORT}"
 MLFLOW_URL = f"http://127.0.0.1:{MLFLOW_PORT}"
 ADMIN_USER = "admin"
 GRACE_S = 10  # between SIGTERM and SIGKILL at teardown
-PROMOTION_POOL = "pricing_promotion"
+
 
 # Variables of the calling process that must not reach the stack's processes.
 _FOREIGN_PREFIXES = ("AIRFLOW", "PRICING_", "MLFLOW_", "_AIRFLOW", "AWS_")
@@ -415,7 +416,7 @@ def _start(stack: Stack) -> None:
         env=mlflow_env,
     )
     stack.run("airflow-db-migrate", airflow, "db", "migrate", timeout=300)
-    stack.run("airflow-pools-set", airflow, "pools", "set", PROMOTION_POOL, "1", "champion moves")
+    stack.run("airflow-pools-set", airflow, "pools", "set", PROMOTION_POOL, "1", PROMOTION_POOL_DOC)
     stack.start("airflow-api-server", airflow, "api-server", "--port", str(API_PORT))
     stack.start("airflow-scheduler", airflow, "scheduler")
     stack.start("airflow-dag-processor", airflow, "dag-processor")

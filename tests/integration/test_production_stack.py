@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.lake import Lake
-from pipeline.registry import CHALLENGER, CHAMPION, Ledger
+from pipeline.data.lake import Lake
+from pipeline.release.ledger import Ledger
+from pipeline.release.registry import CHALLENGER, CHAMPION
 from pipeline.settings import Settings
 from tests.dags.test_nightly_dag import GOOD_NIGHT
 from tests.integration.conftest import NIGHT

@@ -1,0 +1,122 @@
+"""`pricing world`, `pricing history`, `pricing ingest`: worlds, synthetic logs, POS exports."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.cli import render
+from pipeline.cli.app import EndpointOpt, LakeOpt, WorldOpt, app, console, fail, parse_date
+
+
+@app.command()
+def world(
+    default: Annotated[bool, typer.Option("--default", help="print the default world")] = False,
+    path: WorldOpt = None,
+) -> None:
+    """Print a world as JSON: the default one, or a file after validating it."""
+    from sim.world import load_world
+
+    if not default and path is None:
+        fail("pass --default, or --world FILE to validate and print a world file")
+    sys.stdout.write(load_world(None if default else path).to_json() + "\n")
+
+
+@app.command()
+def history(
+    world_path: WorldOpt = None,
+    days: Annotated[int, typer.Option(min=1, max=3650, help="days of logs")] = 14,
+    skus: Annotated[
+        int | None, typer.Option(min=1, help="SKUs; more than the world has adds jittered copies")
+    ] = None,
+    lake: LakeOpt = "data/lake",
+    s3_endpoint_url: EndpointOpt = None,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    start: Annotated[str, typer.Option(help="first day, YYYY-MM-DD")] = "2026-01-05",
+    epsilon: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="exploration of the logging rule policy")
+    ] = 0.1,
+) -> None:
+    """Write synthetic decisions and transactions feeds, one Parquet partition a day, and the
+    catalogue they were priced from."""
+    from rich.progress import Progress
+
+    from pipeline.data.lake import Lake
+    from pipeline.data.synthetic import write_history
+    from sim.world import load_world
+
+    first = parse_date(start, "--start")
+    store = Lake.from_uri(lake, endpoint_url=s3_endpoint_url or None)
+    w = load_world(world_path)
+    if skus is not None:
+        w = w.expand(skus, seed)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("simulating days", total=days)
+        written = write_history(
+            store, w, days, seed, first, epsilon, on_day=lambda _: bar.advance(task)
+        )
+    console.print(
+        f"wrote {days} days x {written.skus} SKUs: {written.decisions:,} decisions, "
+        f"{written.transactions:,} transactions under {store.uri('raw')}/, and the catalogue "
+        f"(costs, stock, price ladder) to {written.catalogue_uri}"
+    )
+
+
+_HINTS = {
+    "bad_ts": ': check "ts_format" and "timezone" in the mapping',
+    "bad_price": ': check the price column and "decimal" in the mapping',
+    "bad_quantity": ': check the quantity column and "decimal" in the mapping',
+}
+
+
+@app.command()
+def ingest(
+    source: Annotated[Path, typer.Option(help="POS export: .csv (.tsv, .txt) or .parquet")],
+    mapping: Annotated[
+        Path, typer.Option(help="column mapping (JSON); see examples/pos_mapping.json")
+    ],
+    lake: LakeOpt = "data/lake",
+    s3_endpoint_url: EndpointOpt = None,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="rewrite each date in the file with its rows only (default: merge by transaction id)",
+        ),
+    ] = False,
+) -> None:
+    """Map a point-of-sale export onto the transactions feed, one raw partition per UTC date,
+    and add its SKUs to the catalogue."""
+    from pipeline.data.ingest import ingest_transactions
+    from pipeline.data.lake import Lake
+
+    store = Lake.from_uri(lake, endpoint_url=s3_endpoint_url or None)
+    report = ingest_transactions(source, mapping, store, replace=replace)
+    rows = [("rows read", f"{report.rows_read:,}"), ("rows written", f"{report.rows_written:,}")]
+    rows += [(f"rejected: {reason}", f"{n:,}") for reason, n in report.rejected.items()]
+    rows.append(("returns", f"{report.returns:,}"))
+    if report.rows_kept:
+        rows.append(("kept from earlier ingests", f"{report.rows_kept:,}"))
+    if report.dates:
+        span = f"{report.dates[0]} … {report.dates[-1]}" if len(report.dates) > 1 else ""
+        rows.append(("dates", f"{len(report.dates)}  {span}".rstrip()))
+    shown = ", ".join(report.skus[:8]) + (" …" if len(report.skus) > 8 else "")
+    rows.append(("SKUs", f"{len(report.skus)}  {shown}".rstrip()))
+    render.key_values(f"ingest {source.name}", rows)
+    if report.rows_read - report.rows_written:
+        console.print(f"rejected rows and returns, with reasons: {report.rejects_uri}")
+    if report.rows_written == 0:
+        worst = max(report.rejected.items(), key=lambda kv: kv[1], default=("", 0))
+        why = (
+            f"most rows rejected as {worst[0]}{_HINTS.get(worst[0], '')}"
+            if worst[1]
+            else "the file has no sales"
+        )
+        fail(f"no transactions written from {source}; {why}")
+    console.print(
+        f"wrote {len(report.partitions)} partitions under {store.uri('raw/transactions')}/; "
+        f"its SKUs are in the catalogue {report.catalogue}"
+    )

@@ -1,0 +1,64 @@
+"""`pricing promote`, `pricing rollback`: manual champion moves, behind the admin token."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+import typer
+
+from pipeline.cli.app import TokenOpt, app, console, fail, settings
+from pipeline.errors import ExitCode
+from pipeline.settings import Settings
+from pipeline.tracking import require_tracking
+
+
+def _require_token(config: Settings, token: str | None) -> None:
+    if not config.admin_token:
+        fail(
+            "manual champion moves are disabled: set PRICING_ADMIN_TOKEN where the pipeline "
+            "runs, then pass it with --token (or PRICING_TOKEN)"
+        )
+    if not token or not hmac.compare_digest(token, config.admin_token):
+        fail("the admin token is missing or wrong (--token or PRICING_TOKEN)", ExitCode.DENIED)
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Option(help="version number, or 'challenger'")],
+    reason: Annotated[str, typer.Option(help="why, for the ledger")],
+    token: TokenOpt = None,
+    who: Annotated[str | None, typer.Option(help="who, for the ledger")] = None,
+    dry_run: Annotated[bool, typer.Option(help="show what would happen")] = False,
+) -> None:
+    """Make a version the champion (admin). Same path as the nightly gate: lock, compare-and-set,
+    ledger."""
+    _manual_move("promote", reason, token, version, who, dry_run)
+
+
+@app.command()
+def rollback(
+    reason: Annotated[str, typer.Option(help="why, for the ledger")],
+    token: TokenOpt = None,
+    who: Annotated[str | None, typer.Option(help="who, for the ledger")] = None,
+    dry_run: Annotated[bool, typer.Option(help="show what would happen")] = False,
+) -> None:
+    """Point the champion back at the version it replaced (admin)."""
+    _manual_move("rollback", reason, token, None, who, dry_run)
+
+
+def _manual_move(
+    action: str, reason: str, token: str | None, version: str | None, who: str | None, dry: bool
+) -> None:
+    from pipeline.data.lake import open_lake
+    from pipeline.release.registry import Registry
+
+    config = settings()
+    _require_token(config, token)
+    require_tracking(config)
+    move = Registry(config, open_lake(config)).manual_move(
+        action, reason, version, who=who, dry_run=dry
+    )
+    done = "promoted" if action == "promote" else "rolled back"
+    head = "dry run: champion would move" if dry else f"{done}: champion"
+    console.print(f"{head} v{move['from']} → v{move['to']} ({reason})")

@@ -1,0 +1,102 @@
+"""What the commands print: tables on standard output, sized for a terminal or for logs."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from pipeline.nightly.results import Gated
+
+
+def out() -> Console:
+    """Standard output; wide enough for the tables when it is not a terminal (logs, make)."""
+    return Console() if sys.stdout.isatty() else Console(width=120)
+
+
+def evaluation_table(report: dict[str, Any], title: str) -> None:
+    """The evaluation report (`pipeline.model.evaluation`), best policy first."""
+    table = Table(title=title)
+    for col in ("policy", "mean profit", "95% CI", "% of optimal", "units", "changes/ep"):
+        table.add_column(col, justify="right" if col != "policy" else "left")
+    rows = sorted(report["policies"].items(), key=lambda kv: -kv[1]["mean_profit"])
+    for name, r in rows:
+        pct = r["pct_of_optimal"]
+        table.add_row(
+            name.removeprefix("models:/"),
+            f"{r['mean_profit']:,.1f}",
+            f"[{r['ci95'][0]:,.0f}, {r['ci95'][1]:,.0f}]",
+            "—" if pct is None else f"{pct:.1f}",
+            f"{r['mean_units']:.1f}",
+            f"{r['price_changes_per_episode']:.1f}",
+        )
+    out().print(table)
+
+
+def night(report: dict[str, Any], decision: Gated, title: str) -> None:
+    """A completed night: its evaluation table, the gate's verdict and the champion."""
+    evaluation_table(report, title)
+    verdict = "[bold green]PROMOTED[/]" if decision.moved else "[bold yellow]KEPT[/]"
+    out().print(f"gate: {verdict} — {escape(decision.reason)}")
+    champion = decision.champion_label or (
+        f"v{decision.champion}" if decision.champion else "none yet"
+    )
+    out().print(f"champion: {champion}")
+
+
+def demand(report: dict[str, Any]) -> None:
+    """The per-SKU demand fit of a transactions-only night (its fit report)."""
+    fit = report["demand"]
+    table = Table(title="fitted demand (transactions only): units ~ Poisson(price^elasticity)")
+    for col in ("sku", "days", "units", "elasticity", "95% CI", "note"):
+        table.add_column(col, justify="left" if col in ("sku", "note") else "right")
+    for row in fit["skus"]:
+        if row.get("identifiable"):
+            ci = f"[{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
+            el = f"{row['elasticity']:.2f}"
+            note = "negative, as expected" if row["negative"] else "NOT negative"
+        else:
+            ci, el, note = "—", "—", row.get("reason") or "not identifiable"
+        table.add_row(str(row["sku"]), str(row["days"]), f"{row['units']:.0f}", el, ci, note)
+    out().print(table)
+    s = fit["summary"]
+    out().print(
+        f"{s['negative']} of {s['identifiable']} identifiable elasticities are negative "
+        f"({s['significantly_negative']} significantly); simulator price sensitivity: "
+        f"{report['segment']['source']}"
+    )
+
+
+def task_grid(title: str, caption: str, tasks: Mapping[str, str]) -> None:
+    """An Airflow run's tasks and their states, coloured."""
+    grid = Table(title=title, caption=caption)
+    grid.add_column("task")
+    grid.add_column("state")
+    colours = {"success": "green", "failed": "red", "upstream_failed": "yellow"}
+    for task, state in tasks.items():
+        grid.add_row(escape(task), f"[{colours.get(state, 'dim')}]{state}[/]")
+    out().print(grid)
+
+
+def key_values(title: str, rows: list[tuple[str, str]], header: bool = False) -> None:
+    """A two-column table (measure, value)."""
+    table = Table(title=title, show_header=header)
+    table.add_column("" if not header else "measure", style="" if header else "bold")
+    table.add_column("" if not header else "value", justify="right" if header else "left")
+    for key, value in rows:
+        table.add_row(key, value)
+    out().print(table)
+
+
+def services(title: str, rows: list[tuple[str, str, str]]) -> None:
+    """Running services: name, URL, notes."""
+    table = Table(title=title)
+    for col in ("service", "URL", "notes"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    out().print(table)

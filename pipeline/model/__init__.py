@@ -1,0 +1,1 @@
+"""Models: algorithms, training, artifacts, THE evaluation, off-policy estimates and plots."""

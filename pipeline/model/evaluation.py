@@ -1,0 +1,162 @@
+"""THE evaluation: policies on the same seeds (common random numbers), against the exact optimum.
+
+One function, `evaluate`, serves every entry point: `pricing evaluate` (through
+`evaluate_policies`), the night's candidate evaluation (`pipeline.nightly.evaluate`) and the
+agent-quality benchmark (`bench/policy_quality.py`). It runs each policy on the same episodes,
+solves the exact optimum when the world is small enough, and returns an `Evaluation`: the
+per-episode results, the JSON report, and paired comparisons between any two policies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.data.lake import open_lake
+from pipeline.errors import PricingError
+from pipeline.model.artifacts import AgentPolicy, load_agent
+from pipeline.release.registry import Registry, RegistryError
+from pipeline.settings import Settings
+from sim.evaluate import Rollouts, dp_values, episode_skus, paired_difference, rollout, summarize
+from sim.policies import POLICY_NAMES, Policy, make_baselines
+from sim.world import MarketParams, World
+
+# Above this many DP states (summed over SKUs) the exact optimum is skipped: pct_of_optimal is null.
+DP_MAX_STATES = 50_000_000
+
+Policies = Mapping[str, tuple[Policy, bool]]  # name -> (policy, greedy)
+
+
+def dp_tractable(params: MarketParams) -> bool:
+    """Whether the exact optimum is small enough to solve (see `DP_MAX_STATES`)."""
+    p = params
+    return int((p.capacity + 1).sum()) * p.T * p.L * p.C <= DP_MAX_STATES
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Every policy's per-episode results on the same episodes, and the exact optimum."""
+
+    params: MarketParams
+    episodes: int
+    seed: int
+    results: dict[str, Rollouts]
+    optimum: np.ndarray | None  # optimal expected profit per SKU; None when not tractable
+
+    def report(self) -> dict[str, Any]:
+        """``{"episodes", "seed", "dp_expected_profit", "policies": {name: {...}}}``."""
+        return summarize(self.params, self.results, self.episodes, self.seed, self.optimum)
+
+    def paired(
+        self, a: str, b: str, n_boot: int = 2000, seed: int = 0
+    ) -> tuple[float, float, float]:
+        """Mean and paired-bootstrap 95 % CI of the profit difference ``a − b`` per episode."""
+        return paired_difference(self.results[a], self.results[b], n_boot, seed)
+
+
+def evaluate(
+    world: World,
+    policies: Policies,
+    episodes: int,
+    seed: int,
+    log: Callable[[str], Any] | None = None,
+) -> Evaluation:
+    """Run every policy for ``episodes`` episodes on the same seeds; greedy ones take their most
+    probable action (trained agents, as they act in service)."""
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1 (got {episodes})")
+    params = world.compile()
+    results: dict[str, Rollouts] = {}
+    for name, (policy, greedy) in policies.items():
+        if log:
+            log(f"evaluating {name} on {episodes} episodes")
+        results[name] = rollout(params, policy, episodes, seed, greedy=greedy)
+    optimum = dp_values(params) if dp_tractable(params) else None
+    return Evaluation(params, episodes, seed, results, optimum)
+
+
+def baselines(world: World, names: Sequence[str], episodes: int) -> dict[str, tuple[Policy, bool]]:
+    """The named baselines, built only for the SKUs the episodes visit (the exact static search
+    is per SKU)."""
+    params = world.compile()
+    used = sorted(set(episode_skus(params, episodes).tolist()))
+    return {n: (p, False) for n, p in make_baselines(params, list(names), skus=used).items()}
+
+
+def resolve_policies(
+    world: World, names: Sequence[str], episodes: int
+) -> dict[str, tuple[Policy, bool]]:
+    """Policies from names: baselines by name, ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``
+    from the registry, anything else a saved agent's path (its SHA-256 checked first)."""
+    built = baselines(world, [n for n in names if n in POLICY_NAMES], episodes)
+    out: dict[str, tuple[Policy, bool]] = {}
+    for name in names:
+        if name in built:
+            out[name] = built[name]
+        elif name.startswith("models:/"):
+            out[name] = (AgentPolicy(_load_registered(name), name), True)
+        else:
+            path = Path(name)
+            if not path.exists():
+                raise PricingError(
+                    f"unknown policy {name!r}: not one of {', '.join(POLICY_NAMES)} and no such "
+                    "model file (train one with `pricing train`)"
+                )
+            label = path.stem if path.stem not in out else str(path)
+            out[label] = (AgentPolicy(load_agent(path), label), True)
+    return out
+
+
+def _load_registered(uri: str) -> Any:
+    """The verified agent of ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``."""
+    ref = uri.removeprefix("models:/")
+    if "@" in ref:
+        name, version = ref.split("@", 1)
+    elif "/" in ref:
+        name, version = ref.split("/", 1)
+    else:
+        raise PricingError(f"{uri}: use models:/NAME@ALIAS or models:/NAME/VERSION")
+    settings = Settings(model_name=name)
+    registry = Registry(settings, open_lake(settings))
+    try:
+        return registry.load(registry.resolve(version).version).model
+    except RegistryError as err:
+        raise PricingError(f"{uri}: {err} (tracking URI {settings.tracking_uri})") from None
+
+
+def evaluate_policies(
+    world: World,
+    names: Sequence[str],
+    episodes: int,
+    seed: int,
+    log: Callable[[str], Any] | None = None,
+) -> dict[str, Any]:
+    """`pricing evaluate`: the named policies through `evaluate`, as its JSON report."""
+    return evaluate(world, resolve_policies(world, names, episodes), episodes, seed, log).report()
+
+
+@dataclass(frozen=True)
+class Headroom:
+    """How much of the gap between the best fixed price and the optimum a policy captures."""
+
+    vs_rule: float  # profit gain over the rule-based pricer, as a fraction
+    share_vs_dp_run: float  # of (optimum − static), the optimum measured by the DP's own run
+    share_vs_dp_exact: float  # the same against the DP's exact expected profit
+    pct_of_optimal: float | None
+
+
+def headroom(report: dict[str, Any], policy: str) -> Headroom:
+    """`Headroom` of ``policy`` in an evaluation report that holds ``dp``, ``static``, ``rule``."""
+    profit = {k: report["policies"][k]["mean_profit"] for k in (policy, "static", "dp", "rule")}
+    agent, static, dp, rule = (profit[k] for k in (policy, "static", "dp", "rule"))
+    exact = report["dp_expected_profit"]
+    return Headroom(
+        vs_rule=agent / rule - 1,
+        share_vs_dp_run=(agent - static) / (dp - static),
+        share_vs_dp_exact=(agent - static) / (exact - static),
+        pct_of_optimal=report["policies"][policy]["pct_of_optimal"],
+    )

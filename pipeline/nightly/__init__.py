@@ -1,0 +1,1 @@
+"""The night: its steps (read, compute, write; typed results) and their one order."""

@@ -1,0 +1,167 @@
+"""Step 6 of the night: the candidates against the champion and the baselines, through THE
+evaluation (`pipeline.model.evaluation.evaluate`) on the refit simulator, with off-policy
+estimates on the held-out logged decisions; the best candidate becomes ``@challenger``.
+
+What it writes: ``reports/evaluation/date=D/report.json`` (the evaluation table plus the gate's
+evidence, `GateEvidence`), an MLflow run with the metrics and plots.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+
+from pipeline.contracts import evaluation_report_path
+from pipeline.data.lake import Lake, open_lake
+from pipeline.model.artifacts import AgentPolicy
+from pipeline.model.evaluation import Evaluation, baselines, evaluate
+from pipeline.model.logged import decision_units, logged_market, target_probs
+from pipeline.model.ope import RidgeRewardModel, ope_compare
+from pipeline.model.plots import action_mix, price_trajectories, profit_distribution, save_figures
+from pipeline.nightly.results import Evaluated
+from pipeline.nightly.steps import fitted_world, read_days, window, write_json
+from pipeline.release.gate import GateEvidence
+from pipeline.release.registry import Registry
+from pipeline.settings import Settings
+from pipeline.tracking import experiment
+from sim.policies import Policy
+from sim.world import World
+
+log = logging.getLogger("pricing.nightly")
+
+
+def evaluate_candidates(settings: Settings, date: dt.date, versions: list[str]) -> Evaluated:
+    """Candidates vs champion vs ``rule`` and ``static`` on the refit simulator (paired seeds,
+    bootstrap CIs) and off-policy estimates on the held-out logs. Picks the challenger."""
+    lake = open_lake(settings)
+    registry = Registry(settings, lake)
+    world = fitted_world(lake, date)
+    champion = registry.champion_version()
+    agents = [*versions, *([champion] if champion and champion not in versions else [])]
+    # "v2 ppo": tables name the algorithm, since version numbers follow registration order
+    label = {v: registry.label(v) for v in agents}
+    policies: dict[str, tuple[Policy, bool]] = {
+        label[v]: (AgentPolicy(registry.load(v).model, label[v]), True) for v in agents
+    }
+    policies.update(baselines(world, ["rule", "static"], settings.eval_episodes))
+    ev = evaluate(world, policies, settings.eval_episodes, settings.eval_seed)
+    best = max(versions, key=lambda v: ev.results[label[v]].profit.mean())
+    incumbent = label[champion] if champion is not None else "rule"
+    evidence = _evidence(settings, ev, world, best, label[best], incumbent, champion)
+    off_policy = _off_policy(
+        settings, lake, date, world, policies[label[best]][0], policies[incumbent][0]
+    )
+    report = ev.report()
+    report["evidence"] = {**evidence.to_dict(), **off_policy}
+    registry.set_challenger(best)
+    write_json(lake, evaluation_report_path(date), report)
+    _log_run(settings, date, world, ev, report, policies, evidence)
+    return Evaluated(
+        challenger=best,
+        challenger_label=label[best],
+        incumbent=incumbent,
+        diff_mean=evidence.diff_mean,
+        diff_ci95=list(evidence.diff_ci95),
+    )
+
+
+def _evidence(
+    settings: Settings,
+    ev: Evaluation,
+    world: World,
+    best: str,
+    best_label: str,
+    incumbent: str,
+    champion: str | None,
+) -> GateEvidence:
+    """What the gate needs from the simulator: the paired profit difference and guardrails."""
+    mean, lo, hi = ev.paired(best_label, incumbent, settings.bootstrap_samples, settings.eval_seed)
+    cand = ev.results[best_label]
+    days_per_episode = ev.params.T * world.horizon.step_hours / 24.0
+    return GateEvidence(
+        candidate_version=best,
+        candidate_label=best_label,
+        incumbent=f"champion {incumbent}" if champion is not None else "rule",
+        champion_version=champion,
+        diff_mean=mean,
+        diff_ci95=(lo, hi),
+        candidate_margin_rate=float(cand.margin.sum() / max(cand.revenue.sum(), 1e-9)),
+        candidate_changes_per_day=float(cand.price_changes.mean() / days_per_episode),
+    )
+
+
+def _off_policy(
+    settings: Settings,
+    lake: Lake,
+    date: dt.date,
+    world: World,
+    candidate: Policy,
+    incumbent: Policy,
+) -> dict[str, Any]:
+    """Off-policy (candidate − incumbent) on the held-out logged decisions, where logs exist:
+    the `GateEvidence` fields ``ope_*``."""
+    _, holdout = window(settings, date)
+    decisions = read_days(lake, "decisions", holdout)
+    if decisions is None:
+        return {"ope_diff": None, "ope_ci95": None, "ope_ess": None}
+    try:
+        # logged seasons start on the first day the lake holds (as `pricing history` writes them)
+        first = lake.list_dates("raw", "decisions")[0]
+        units = decision_units(decisions, world, season_start=pd.Timestamp(first, tz="UTC"))
+        # agents act greedily in service, so their logged-state probabilities are greedy too
+        pa = target_probs(candidate, logged_market(units, world), greedy=True)
+        pb = target_probs(incumbent, logged_market(units, world), greedy=True)
+        cmp = ope_compare(units, pa, pb)
+        dr = ope_compare(units, pa, pb, reward_model=RidgeRewardModel(world))
+    except (ValueError, KeyError) as err:
+        log.warning("off-policy estimate skipped: %s", err)
+        return {"ope_diff": None, "ope_ci95": None, "ope_ess": None, "ope_error": str(err)}
+    return {
+        "ope_diff": cmp["diff"],
+        "ope_ci95": list(cmp["ci95"]),
+        "ope_ess": cmp["min_ess"],
+        "ope_estimator": cmp["estimator"],
+        "ope_n": cmp["n"],
+        "ope_dr_diff": dr["diff"],
+        "ope_dr_ci95": list(dr["ci95"]),
+    }
+
+
+def _log_run(
+    settings: Settings,
+    date: dt.date,
+    world: World,
+    ev: Evaluation,
+    report: dict[str, Any],
+    policies: Mapping[str, tuple[Policy, bool]],
+    evidence: GateEvidence,
+) -> None:
+    """The evaluation's MLflow run: every policy's metrics, the report, three plots."""
+    lo, hi = evidence.diff_ci95
+    with experiment(settings), mlflow.start_run(run_name=f"evaluate__{date.isoformat()}"):
+        mlflow.set_tags({"logical_date": date.isoformat(), "step": "evaluate"})
+        for name, r in report["policies"].items():
+            mlflow.log_metric(f"eval/{name}/mean_profit", r["mean_profit"])
+            if r["pct_of_optimal"] is not None:
+                mlflow.log_metric(f"eval/{name}/pct_of_optimal", r["pct_of_optimal"])
+        mlflow.log_metrics(
+            {"eval/diff_mean": evidence.diff_mean, "eval/diff_ci_low": lo, "eval/diff_ci_high": hi}
+        )
+        mlflow.log_dict(report, "evaluation/report.json")
+        figures = {
+            "profit_distribution": profit_distribution(ev.results),
+            "action_mix": action_mix(ev.results),
+            "price_trajectories": price_trajectories(
+                world, {k: v[0] for k, v in policies.items()}, settings.eval_seed
+            ),
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            for path in save_figures(figures, Path(tmp)):
+                mlflow.log_artifact(str(path), "plots")

@@ -1,0 +1,104 @@
+"""A whole night in one process: the steps in the order `pipeline.contracts.NIGHT_STEPS` gives
+(the same order the Airflow DAG reads), stopping at the first gate that says no.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.contracts import NIGHT_STEPS
+from pipeline.nightly.evaluate import evaluate_candidates
+from pipeline.nightly.results import NightStopped, Refitted, StepResult, Stopped
+from pipeline.nightly.steps import (
+    TrainProgress,
+    check_fidelity,
+    extract_features,
+    promotion_gate,
+    refit_simulator,
+    train_candidate,
+    validate_raw,
+)
+from pipeline.settings import Settings
+
+log = logging.getLogger("pricing.nightly")
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class NightResult:
+    """Every step's result (``train_<algo>`` for each algorithm), and why the night stopped."""
+
+    date: str
+    status: str  # completed | stopped
+    steps: dict[str, StepResult] = field(default_factory=dict)
+    stopped_at: str | None = None
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "date": self.date,
+            "status": self.status,
+            "stopped_at": self.stopped_at,
+            "reason": self.reason,
+            "steps": {name: step.to_dict() for name, step in self.steps.items()},
+        }
+
+
+def run_night(
+    settings: Settings,
+    date: dt.date,
+    say: Say | None = None,
+    train_progress: Callable[[str], TrainProgress] | None = None,
+    now: dt.datetime | None = None,
+) -> NightResult:
+    """Every step in order. Stops (status "stopped") at the first gate that says no."""
+    tell: Say = say or log.info
+    result = NightResult(date=date.isoformat(), status="running")
+    refitted: Refitted | None = None
+    versions: list[str] = []
+
+    def run(name: str) -> None:
+        nonlocal refitted
+        if name == "train":  # one run per algorithm, each recorded as train_<algo>
+            assert refitted is not None
+            for algo in settings.algos:
+                tell(f"train_{algo} …")
+                progress = train_progress(algo) if train_progress else None
+                trained = train_candidate(settings, date, algo, refitted.lineage(), progress)
+                result.steps[f"train_{algo}"] = trained
+                versions.append(trained.version)
+            return
+        tell(f"{name} …")
+        out: StepResult
+        if name == "validate":
+            out = validate_raw(settings, date, now)
+        elif name == "features":
+            out = extract_features(settings, date, now)
+        elif name == "refit":
+            out = refitted = refit_simulator(settings, date)
+        elif name == "fidelity":
+            out = check_fidelity(settings, date)
+        elif name == "evaluate":
+            out = evaluate_candidates(settings, date, versions)
+        elif name == "gate":
+            out = promotion_gate(settings, date)
+        else:  # pragma: no cover - NIGHT_STEPS and this function change together
+            raise ValueError(f"no step {name!r}")
+        result.steps[name] = out
+
+    try:
+        for name in NIGHT_STEPS:
+            run(name)
+    except NightStopped as stop:
+        result.status = "stopped"
+        result.stopped_at = stop.step
+        result.reason = str(stop)
+        result.steps[stop.step] = Stopped(reason=str(stop), details=stop.details)
+        return result
+    result.status = "completed"
+    return result

@@ -1,0 +1,1 @@
+"""Operations: the hourly monitor (KPIs, drift) and where it publishes."""

@@ -1,0 +1,1 @@
+"""Running things: Airflow in-process (`dag.test`), the local stack (`pricing up`), process trees."""

@@ -1,0 +1,1 @@
+"""Release: the promotion gate, the registry (versions, aliases, verified loading) and the ledger."""
