@@ -2,9 +2,9 @@
 
 Simulates ``--days`` days of logs of the rule-based pricer for ``--skus`` SKUs (the bundled world
 expanded with jittered copies) into a fresh local lake, then runs every step of the nightly loop
-(``pipeline.nightly.steps``) for the last day, one function at a time, timing each with
-``time.perf_counter``. The training window is the whole history (``train_days = --days``), the last
-7 days held out. History generation is timed but is not part of the night.
+(``pipeline.nightly.run.run_night``, the one order `pricing nightly` follows) for the last day,
+timing each step with ``time.perf_counter``. The training window is the whole history
+(``train_days = --days``), the last 7 days held out. History generation is timed but is not part of the night.
 
 Also measured, outside the night:
 
@@ -48,11 +48,14 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline import nightly
+from pipeline.contracts import ALGORITHMS
 from pipeline.data.features import build_features
 from pipeline.data.lake import Lake
+from pipeline.data.synthetic import write_history
+from pipeline.nightly.results import StepResult
+from pipeline.nightly.run import run_night
+from pipeline.nightly.steps import validate_raw
 from pipeline.settings import Settings
-from sim.history import generate_history
 from sim.world import load_world
 
 GOAL_SECONDS = 600.0
@@ -77,22 +80,6 @@ def load_text() -> str:
     except OSError:
         return "n/a"
     return f"{one:.2f} (1 min), {five:.2f} (5 min)"
-
-
-def write_history(
-    lake: Lake, world_file: Path, skus: int, days: int, seed: int, start: dt.date
-) -> tuple[int, int]:
-    """Simulate and write the raw feeds; returns (decision rows, transaction rows)."""
-    world = load_world(world_file)
-    decisions = transactions = 0
-    for i, day in enumerate(generate_history(world, days, seed, start), 1):
-        lake.write_partition("raw", "decisions", day.date, day.decisions)
-        lake.write_partition("raw", "transactions", day.date, day.transactions)
-        decisions += len(day.decisions)
-        transactions += len(day.transactions)
-        if i % 10 == 0 or i == days:
-            log(f"history: {i}/{days} days, {decisions:,} decisions")
-    return decisions, transactions
 
 
 def train_progress(algo: str) -> Callable[[int, int, float | None], None]:
@@ -125,7 +112,8 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 class NightTimings:
     steps: list[tuple[str, float]] = field(default_factory=list)
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    stopped: nightly.NightStopped | None = None
+    stopped: str | None = None  # why a gate stopped the night
+    stopped_at: str | None = None
     interrupted: str | None = None  # the step that was running when SIGTERM came
     one_day_validate_s: float | None = None
 
@@ -135,64 +123,35 @@ class NightTimings:
 
 
 def run_timed_night(settings: Settings, date: dt.date, now: dt.datetime) -> NightTimings:
-    """Every nightly step in order, each timed; stops at the first gate that says no.
-
-    Right after the validate step, ``validate_raw`` runs once more, outside the night's total: every
-    earlier day has its report by then, so it validates only ``date``, as a steady-state night does.
-    """
+    """The night as `pricing nightly` runs it (`run_night`, every step in its one order), each
+    step timed; then ``validate_raw`` once more, outside the night's total: every earlier day
+    has its report by then, so it validates only ``date``, as a steady-state night does."""
     night = NightTimings()
+    running = ["validate"]
 
-    def step(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        log(f"{name} …")
-        started = time.perf_counter()
-        try:
-            out = fn()
-        finally:
-            night.steps.append((name, time.perf_counter() - started))
-        night.outputs[name] = out
-        log(f"{name}: {night.steps[-1][1]:.1f}s")
-        return out
+    def say(message: str) -> None:  # run_night says "<step> …" as a step starts
+        running[0] = message.split(" ")[0]
+        log(message)
 
-    running = ""
+    def on_step(name: str, seconds: float, out: StepResult | None) -> None:
+        night.steps.append((name, seconds))
+        if out is not None:
+            night.outputs[name] = out.to_dict()
+        log(f"{name}: {seconds:.1f}s")
+
     try:
-        running = "validate"
-        step("validate", lambda: nightly.validate_raw(settings, date, now))
-        running = "validate (one day)"
-        started = time.perf_counter()
-        nightly.validate_raw(settings, date, now)
-        night.one_day_validate_s = time.perf_counter() - started
-        log(f"validate (one day, not counted in the night): {night.one_day_validate_s:.1f}s")
-        running = "features"
-        step("features", lambda: nightly.extract_features(settings, date, now))
-        running = "refit"
-        refit = step("refit", lambda: nightly.refit_simulator(settings, date))
-        running = "fidelity"
-        step("fidelity", lambda: nightly.check_fidelity(settings, date))
-        feed = "decisions" if refit["mode"] == "decisions" else "transactions"
-        lake = Lake.from_uri(settings.lake, settings.s3_endpoint_url)
-        lineage = {
-            "data_sha256": refit["data_sha256"],
-            "sim_params_sha256": refit["sim_params_sha256"],
-            "validation_report": lake.uri(
-                f"reports/validation/{feed}/date={date.isoformat()}/validation.json"
-            ),
-        }
-        versions: list[str] = []
-        for algo in settings.algos:
-
-            def train_one(a: str = algo) -> dict[str, Any]:
-                return nightly.train_candidate(settings, date, a, lineage, train_progress(a))
-
-            running = f"train_{algo}"
-            versions.append(step(f"train_{algo}", train_one)["version"])
-        running = "evaluate"
-        step("evaluate", lambda: nightly.evaluate_candidates(settings, date, versions))
-        running = "gate"
-        step("gate", lambda: nightly.promotion_gate(settings, date))
-    except nightly.NightStopped as stop:
-        night.stopped = stop
+        result = run_night(
+            settings, date, say=say, train_progress=train_progress, now=now, on_step=on_step
+        )
+        if result.status == "stopped":
+            night.stopped, night.stopped_at = result.reason, result.stopped_at
+        else:
+            running[0] = "validate (one day)"
+            started = time.perf_counter()
+            validate_raw(settings, date, now)
+            night.one_day_validate_s = time.perf_counter() - started
     except Interrupted:
-        night.interrupted = running
+        night.interrupted = running[0]
     return night
 
 
@@ -239,8 +198,8 @@ def main() -> None:
     except ValueError:
         ap.error(f"--start must be a date YYYY-MM-DD (got {args.start!r})")
     algos = tuple(a.strip() for a in args.algos.split(",") if a.strip())
-    if not algos or any(a not in ("ppo", "dqn") for a in algos):
-        ap.error(f"--algos must list ppo and/or dqn, comma-separated (got {args.algos!r})")
+    if not algos or any(a not in ALGORITHMS for a in algos):
+        ap.error(f"--algos must list {' and/or '.join(ALGORITHMS)}, comma-separated")
     if args.episodes < 10:
         ap.error(f"--episodes must be >= 10 (got {args.episodes})")
 
@@ -313,7 +272,14 @@ def run(args: argparse.Namespace, algos: tuple[str, ...], start: dt.date, data_d
 
     log("generating history …")
     started = time.perf_counter()
-    n_dec, n_tx = write_history(lake, world_file, args.skus, args.days, args.seed, start)
+
+    def progress(day: dt.date) -> None:
+        done = (day - start).days + 1
+        if done % 10 == 0 or done == args.days:
+            log(f"history: {done}/{args.days} days")
+
+    written = write_history(lake, world, args.days, args.seed, start, on_day=progress)
+    n_dec, n_tx = written.decisions, written.transactions
     history_s = time.perf_counter() - started
     print(
         f"history generation (not part of the night): {history_s:.1f}s for {n_dec:,} decisions "
@@ -341,7 +307,7 @@ def run(args: argparse.Namespace, algos: tuple[str, ...], start: dt.date, data_d
 
     print()
     if night.stopped is not None:
-        print(f"NIGHT STOPPED at step {night.stopped.step!r}: {night.stopped}")
+        print(f"NIGHT STOPPED at step {night.stopped_at!r}: {night.stopped}")
         print("timings so far:")
     elif night.interrupted is not None:
         print(

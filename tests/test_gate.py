@@ -60,3 +60,42 @@ def test_boundary_is_strict() -> None:
     d = promotion_decision(dataclasses.replace(GOOD, diff_ci95=(10.0, 30.0)), TH)
     assert not d.promote  # the lower bound must clear the margin, not touch it
     assert d.to_dict()["evidence"]["candidate_version"] == "3"
+
+
+@pytest.mark.parametrize("sim_diff", [-50.0, -1.0, 0.0, 1.0, 50.0])
+@pytest.mark.parametrize("ope_ci", [(-0.9, -0.1), (-0.5, 0.5), (0.1, 0.9)])
+def test_the_gate_uses_the_one_agreement_rule(sim_diff: float, ope_ci: tuple) -> None:
+    """The gate's off-policy check is `ope_agrees`, including a simulator difference of 0."""
+    from pipeline.model.ope import ope_agrees
+
+    ev = dataclasses.replace(
+        GOOD,
+        diff_mean=sim_diff,
+        diff_ci95=(sim_diff - 10, sim_diff + 10),
+        ope_diff=sum(ope_ci) / 2,
+        ope_ci95=ope_ci,
+    )
+    status = promotion_decision(ev, TH).checks["off_policy"]["status"]
+    compare = {"diff": ev.ope_diff, "ci95": ope_ci, "min_ess": ev.ope_ess}
+    agrees = ope_agrees(compare, sim_diff, TH.min_ope_support)
+    assert (status == "fail") == (agrees is False)
+
+
+def test_a_zero_simulator_difference_is_contradicted_by_confidently_worse_logs() -> None:
+    """0 counts with the positive side: the promotion claims 'at least as good'."""
+    from pipeline.model.ope import ope_agrees
+
+    worse = {"diff": -0.5, "ci95": (-0.9, -0.1), "min_ess": 500}
+    better = {"diff": 0.5, "ci95": (0.1, 0.9), "min_ess": 500}
+    assert ope_agrees(worse, 0.0, 100) is False
+    assert ope_agrees(better, 0.0, 100) is True
+    ev = dataclasses.replace(GOOD, diff_mean=0.0, ope_diff=-0.5, ope_ci95=(-0.9, -0.1))
+    assert promotion_decision(ev, TH).checks["off_policy"]["status"] == "fail"
+
+
+def test_evidence_round_trips_through_the_report_json() -> None:
+    import json
+
+    full = dataclasses.replace(GOOD, candidate_label="v3 ppo", ope_dr_ci95=(-0.2, 0.8), ope_n=40)
+    again = GateEvidence.from_dict(json.loads(json.dumps(full.to_dict())))
+    assert again == full

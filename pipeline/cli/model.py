@@ -27,6 +27,7 @@ def evaluate(
 ) -> None:
     """Evaluate policies on common random numbers; print a table, optionally write JSON."""
     from pipeline.model.evaluation import evaluate_policies
+    from pipeline.release.registry import load_registered
     from sim.world import load_world
 
     w = load_world(world_path)
@@ -36,7 +37,7 @@ def evaluate(
     if any(n.startswith("models:/") for n in names):
         require_tracking(settings())
     start = time.perf_counter()
-    report = evaluate_policies(w, names, episodes, seed, log=console.print)
+    report = evaluate_policies(w, names, episodes, seed, console.print, load_registered)
     render.evaluation_table(report, f"{w.name}: {episodes} episodes, seed {seed}")
     console.print(f"evaluated in {time.perf_counter() - start:.1f}s")
     if json_out is not None:

@@ -162,5 +162,6 @@ def demo(
         f"champion vs rule: {100 * h.vs_rule:+.1f} % profit; share of the static → optimum "
         f"headroom captured: {h.share_vs_dp_run:.0%} against the DP policy on the same episodes, "
         f"{h.share_vs_dp_exact:.0%} against its exact expectation; "
-        f"{h.pct_of_optimal:.1f} % of the optimum"
+        f"{h.pct_of_optimal:.1f} % of the optimum",
+        soft_wrap=True,
     )

@@ -41,11 +41,12 @@ def night(report: dict[str, Any], decision: Gated, title: str) -> None:
     """A completed night: its evaluation table, the gate's verdict and the champion."""
     evaluation_table(report, title)
     verdict = "[bold green]PROMOTED[/]" if decision.moved else "[bold yellow]KEPT[/]"
-    out().print(f"gate: {verdict} — {escape(decision.reason)}")
+    # one line each, however long: logs are read with grep
+    out().print(f"gate: {verdict} — {escape(decision.reason)}", soft_wrap=True)
     champion = decision.champion_label or (
         f"v{decision.champion}" if decision.champion else "none yet"
     )
-    out().print(f"champion: {champion}")
+    out().print(f"champion: {champion}", soft_wrap=True)
 
 
 def demand(report: dict[str, Any]) -> None:

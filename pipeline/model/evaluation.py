@@ -15,12 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from stable_baselines3.common.base_class import BaseAlgorithm
 
-from pipeline.data.lake import open_lake
 from pipeline.errors import PricingError
 from pipeline.model.artifacts import AgentPolicy, load_agent
-from pipeline.release.registry import Registry, RegistryError
-from pipeline.settings import Settings
 from sim.evaluate import Rollouts, dp_values, episode_skus, paired_difference, rollout, summarize
 from sim.policies import POLICY_NAMES, Policy, make_baselines
 from sim.world import MarketParams, World
@@ -87,18 +85,24 @@ def baselines(world: World, names: Sequence[str], episodes: int) -> dict[str, tu
     return {n: (p, False) for n, p in make_baselines(params, list(names), skus=used).items()}
 
 
+Registered = Callable[[str], BaseAlgorithm]  # models:/NAME@ALIAS -> the verified agent
+
+
 def resolve_policies(
-    world: World, names: Sequence[str], episodes: int
+    world: World, names: Sequence[str], episodes: int, registered: Registered | None = None
 ) -> dict[str, tuple[Policy, bool]]:
     """Policies from names: baselines by name, ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``
-    from the registry, anything else a saved agent's path (its SHA-256 checked first)."""
+    through ``registered`` (`pipeline.release.registry.load_registered`), anything else a saved
+    agent's path (its SHA-256 checked first)."""
     built = baselines(world, [n for n in names if n in POLICY_NAMES], episodes)
     out: dict[str, tuple[Policy, bool]] = {}
     for name in names:
         if name in built:
             out[name] = built[name]
         elif name.startswith("models:/"):
-            out[name] = (AgentPolicy(_load_registered(name), name), True)
+            if registered is None:
+                raise PricingError(f"{name}: registered models need the registry here")
+            out[name] = (AgentPolicy(registered(name), name), True)
         else:
             path = Path(name)
             if not path.exists():
@@ -111,32 +115,17 @@ def resolve_policies(
     return out
 
 
-def _load_registered(uri: str) -> Any:
-    """The verified agent of ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``."""
-    ref = uri.removeprefix("models:/")
-    if "@" in ref:
-        name, version = ref.split("@", 1)
-    elif "/" in ref:
-        name, version = ref.split("/", 1)
-    else:
-        raise PricingError(f"{uri}: use models:/NAME@ALIAS or models:/NAME/VERSION")
-    settings = Settings(model_name=name)
-    registry = Registry(settings, open_lake(settings))
-    try:
-        return registry.load(registry.resolve(version).version).model
-    except RegistryError as err:
-        raise PricingError(f"{uri}: {err} (tracking URI {settings.tracking_uri})") from None
-
-
 def evaluate_policies(
     world: World,
     names: Sequence[str],
     episodes: int,
     seed: int,
     log: Callable[[str], Any] | None = None,
+    registered: Registered | None = None,
 ) -> dict[str, Any]:
     """`pricing evaluate`: the named policies through `evaluate`, as its JSON report."""
-    return evaluate(world, resolve_policies(world, names, episodes), episodes, seed, log).report()
+    policies = resolve_policies(world, names, episodes, registered)
+    return evaluate(world, policies, episodes, seed, log).report()
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from pipeline.contracts import NIGHT_STEPS
 from pipeline.nightly.evaluate import evaluate_candidates
-from pipeline.nightly.results import NightStopped, Refitted, StepResult, Stopped
+from pipeline.nightly.results import NightStopped, Refitted, StepResult, Stopped, Trained
 from pipeline.nightly.steps import (
     TrainProgress,
     check_fidelity,
@@ -55,9 +57,25 @@ def run_night(
     say: Say | None = None,
     train_progress: Callable[[str], TrainProgress] | None = None,
     now: dt.datetime | None = None,
+    on_step: Callable[[str, float, StepResult | None], None] | None = None,
 ) -> NightResult:
-    """Every step in order. Stops (status "stopped") at the first gate that says no."""
+    """Every step in order. Stops (status "stopped") at the first gate that says no.
+
+    ``on_step(name, seconds, result)`` hears of every step as it ends (``train_<algo>`` for each
+    algorithm; the result is None for a step that raised), e.g. to time them.
+    """
     tell: Say = say or log.info
+
+    def timed(name: str, call: Callable[[], StepResult]) -> StepResult:
+        started = time.perf_counter()
+        out: StepResult | None = None
+        try:
+            out = call()
+            return out
+        finally:
+            if on_step is not None:
+                on_step(name, time.perf_counter() - started, out)
+
     result = NightResult(date=date.isoformat(), status="running")
     refitted: Refitted | None = None
     versions: list[str] = []
@@ -69,26 +87,24 @@ def run_night(
             for algo in settings.algos:
                 tell(f"train_{algo} …")
                 progress = train_progress(algo) if train_progress else None
-                trained = train_candidate(settings, date, algo, refitted.lineage(), progress)
+                train = partial(train_candidate, settings, date, algo, refitted.lineage(), progress)
+                trained = timed(f"train_{algo}", train)
+                assert isinstance(trained, Trained)
                 result.steps[f"train_{algo}"] = trained
                 versions.append(trained.version)
             return
         tell(f"{name} …")
-        out: StepResult
-        if name == "validate":
-            out = validate_raw(settings, date, now)
-        elif name == "features":
-            out = extract_features(settings, date, now)
-        elif name == "refit":
-            out = refitted = refit_simulator(settings, date)
-        elif name == "fidelity":
-            out = check_fidelity(settings, date)
-        elif name == "evaluate":
-            out = evaluate_candidates(settings, date, versions)
-        elif name == "gate":
-            out = promotion_gate(settings, date)
-        else:  # pragma: no cover - NIGHT_STEPS and this function change together
-            raise ValueError(f"no step {name!r}")
+        call: Callable[[], StepResult] = {
+            "validate": lambda: validate_raw(settings, date, now),
+            "features": lambda: extract_features(settings, date, now),
+            "refit": lambda: refit_simulator(settings, date),
+            "fidelity": lambda: check_fidelity(settings, date),
+            "evaluate": lambda: evaluate_candidates(settings, date, versions),
+            "gate": lambda: promotion_gate(settings, date),
+        }[name]
+        out = timed(name, call)
+        if isinstance(out, Refitted):
+            refitted = out
         result.steps[name] = out
 
     try:

@@ -33,6 +33,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 from stable_baselines3.common.base_class import BaseAlgorithm
 
+from pipeline.data.lake import open_lake
 from pipeline.errors import PricingError
 from pipeline.model.artifacts import ModelIntegrityError, directory_sha256, load_agent, save_agent
 from pipeline.release.ledger import ByteStore, Ledger, LedgerEntry, promotion_lock
@@ -326,3 +327,21 @@ class Registry:
                 f"v{current} was the first champion; there is nothing to roll back to"
             )
         return stack[-2]
+
+
+def load_registered(uri: str) -> BaseAlgorithm:
+    """The verified agent of ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``, from the registry
+    the settings name (`pipeline.model.evaluation.Registered`)."""
+    ref = uri.removeprefix("models:/")
+    if "@" in ref:
+        name, version = ref.split("@", 1)
+    elif "/" in ref:
+        name, version = ref.split("/", 1)
+    else:
+        raise RegistryError(f"{uri}: use models:/NAME@ALIAS or models:/NAME/VERSION")
+    settings = Settings(model_name=name)
+    registry = Registry(settings, open_lake(settings))
+    try:
+        return registry.load(registry.resolve(version).version).model
+    except RegistryError as err:
+        raise RegistryError(f"{uri}: {err} (tracking URI {settings.tracking_uri})") from None
