@@ -172,3 +172,18 @@ def test_a_layer_imports_only_layers_below_it(path: Path) -> None:
             continue
         same_package = imported.split(".")[:2] == module.split(".")[:2]
         assert other < own or (other == own and same_package), f"{module} imports {imported}"
+
+
+def test_the_command_line_starts_light() -> None:
+    """`pricing --help` and a mistyped option answer at once: the CLI imports no heavy library
+    until a command needs it."""
+    import subprocess
+    import sys
+
+    heavy = ("mlflow", "torch", "stable_baselines3", "great_expectations", "airflow", "pandas")
+    code = f"import sys, pipeline.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -25,7 +25,11 @@ REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 BIN = Path(sys.executable).parent
 
-SIZES = {"--timesteps 200000": "--timesteps 4096", "--episodes 600": "--episodes 20"}
+SIZES = {
+    "--skus 50": "--skus 8",
+    "--timesteps 200000": "--timesteps 4096",
+    "--episodes 600": "--episodes 20",
+}
 NIGHT = {
     "PRICING_TRAIN_DAYS": "6",
     "PRICING_HOLDOUT_DAYS": "2",
@@ -94,6 +98,7 @@ def test_the_readme_command_line_runs_top_to_bottom(tmp_path: Path) -> None:
             timeout=900,
         )
         took = time.monotonic() - started
+        print(f"{took:6.1f} s  {command}")
         name = " ".join(command.split()[:2])
         allowed = ALLOWED.get(name, {0})
         assert done.returncode in allowed, (
@@ -109,7 +114,7 @@ def test_the_readme_command_line_runs_top_to_bottom(tmp_path: Path) -> None:
     lake = tmp_path / "data" / "lake"
     assert sorted(p.name for p in (lake / "catalogue").iterdir()) == ["date=2026-01-05"]
     catalogue = json.loads((lake / "catalogue/date=2026-01-05/catalogue.json").read_text())
-    assert len(catalogue["skus"]) == 50  # `--skus 50`: the night refits these, not the world's
+    assert len(catalogue["skus"]) == 8  # `--skus`: the night refits these, not the world's
     through_airflow = next(text for c, text in outputs.items() if "--airflow" in c)
     assert "pricing_nightly: success" in through_airflow and "% of optimal" in through_airflow
     assert re.search(r"v\d+ ppo", through_airflow) and re.search(r"v\d+ dqn", through_airflow)

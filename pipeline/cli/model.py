@@ -11,7 +11,6 @@ import typer
 
 from pipeline.cli import render
 from pipeline.cli.app import WorldOpt, app, console, fail, settings
-from pipeline.tracking import require_tracking
 
 
 @app.command()
@@ -28,6 +27,7 @@ def evaluate(
     """Evaluate policies on common random numbers; print a table, optionally write JSON."""
     from pipeline.model.evaluation import evaluate_policies
     from pipeline.release.registry import load_registered
+    from pipeline.tracking import require_tracking
     from sim.world import load_world
 
     w = load_world(world_path)

@@ -17,7 +17,6 @@ from pipeline.cli.data import history
 from pipeline.cli.model import evaluate
 from pipeline.errors import ExitCode
 from pipeline.settings import Settings
-from pipeline.tracking import require_tracking
 
 
 @app.command()
@@ -41,6 +40,7 @@ def nightly(
 
     from pipeline.nightly.run import run_night
     from pipeline.nightly.steps import TrainProgress
+    from pipeline.tracking import require_tracking
 
     config = settings(data_dir=data_dir, lake_uri=lake)
     day = parse_date(date, "--date")

@@ -17,7 +17,6 @@ import typer
 from pipeline.cli import render
 from pipeline.cli.app import app, console, fail, parse_time, say, settings
 from pipeline.errors import ExitCode
-from pipeline.tracking import require_tracking
 
 
 @app.command()
@@ -36,6 +35,7 @@ def monitor(
     """KPIs and drift of the prices shown in [start, end) — what the hourly pricing_monitor DAG
     computes; read-only unless --publish. Exit 0: no drift (or not judged); 2: drift."""
     from pipeline.ops.monitor import monitor_window
+    from pipeline.tracking import require_tracking
 
     config = settings()
     begin = parse_time(start, "--start")

@@ -10,7 +10,6 @@ import typer
 from pipeline.cli.app import TokenOpt, app, console, fail, settings
 from pipeline.errors import ExitCode
 from pipeline.settings import Settings
-from pipeline.tracking import require_tracking
 
 
 def _require_token(config: Settings, token: str | None) -> None:
@@ -52,6 +51,7 @@ def _manual_move(
 ) -> None:
     from pipeline.data.lake import open_lake
     from pipeline.release.registry import Registry
+    from pipeline.tracking import require_tracking
 
     config = settings()
     _require_token(config, token)

@@ -39,6 +39,8 @@ MAX_PRICE_FACTOR = 20.0
 
 ZONE = {"decisions": "raw", "transactions": "raw", "features": "features"}
 _DERIVED = {"decisions": "price_to_base", "transactions": "price_to_sku_median", "features": None}
+# Several partitions validated in one run carry each row's place in its own partition's day.
+WINDOW_COLUMN = "seconds_into_partition_day"
 CONTRACTS: dict[str, Feed] = {
     "decisions": DECISIONS,
     "transactions": TRANSACTIONS,
@@ -57,15 +59,15 @@ def utc_datetime(value: dt.datetime) -> dt.datetime:
     return value.astimezone(dt.UTC)
 
 
-def _schema(feed: str) -> list[Any]:
+def _schema(feed: str, window: bool = False) -> list[Any]:
     columns = list(CONTRACTS[feed].names)
-    derived = _DERIVED[feed]
+    derived = [d for d in (_DERIVED[feed], WINDOW_COLUMN if window else None) if d]
     return [
         gxe.ExpectTableRowCountToBeBetween(
             min_value=1, notes="zero rows: the export failed or the file was truncated"
         ),
         gxe.ExpectTableColumnsToMatchSet(
-            column_set=[*columns, *([derived] if derived else [])],
+            column_set=[*columns, *derived],
             exact_match=True,
             notes="the feed's columns must match the data contract (schema drift)",
         ),
@@ -90,19 +92,31 @@ def _not_null(columns: Sequence[str]) -> list[Any]:
     ]
 
 
-def _timestamps(date: dt.date, now: dt.datetime) -> list[Any]:
-    start = dt.datetime.combine(date, dt.time(0), tzinfo=dt.UTC)
-    return [
-        gxe.ExpectColumnTypeToBe(
-            column="ts", type_=_TS_TYPE, notes="timestamps must be tz-aware UTC"
-        ),
-        gxe.ExpectColumnValuesToBeBetween(
+def _timestamps(date: dt.date | None, now: dt.datetime) -> list[Any]:
+    """Timestamps tz-aware, inside the partition's UTC day (``date``; None: several partitions,
+    each row's own day through `WINDOW_COLUMN`), and not in the future."""
+    if date is None:
+        inside = gxe.ExpectColumnValuesToBeBetween(
+            column=WINDOW_COLUMN,
+            min_value=0,
+            max_value=86_400,
+            strict_max=True,
+            notes="timestamp outside its partition's UTC day",
+        )
+    else:
+        start = dt.datetime.combine(date, dt.time(0), tzinfo=dt.UTC)
+        inside = gxe.ExpectColumnValuesToBeBetween(
             column="ts",
             min_value=start,
             max_value=start + dt.timedelta(days=1),
             strict_max=True,
             notes=f"timestamp outside the partition's UTC day {date.isoformat()}",
+        )
+    return [
+        gxe.ExpectColumnTypeToBe(
+            column="ts", type_=_TS_TYPE, notes="timestamps must be tz-aware UTC"
         ),
+        inside,
         gxe.ExpectColumnValuesToBeBetween(
             column="ts",
             max_value=now,
@@ -128,13 +142,16 @@ def _at_least(column: str, low: float, why: str, high: float | None = None) -> A
     )
 
 
-def build_suite(feed: str, date: dt.date, now: dt.datetime, n_actions: int | None = None) -> Any:
+def build_suite(
+    feed: str, date: dt.date | None, now: dt.datetime, n_actions: int | None = None
+) -> Any:
     """The GX ExpectationSuite for one feed and partition date: the contract's schema, dtypes and
     required columns, then the feed's own rules.
 
     Args:
         feed: "decisions", "transactions" or "features".
-        date: the partition's UTC day; timestamps must fall inside it.
+        date: the partition's UTC day; timestamps must fall inside it. None: a window of raw
+            partitions validated at once (see `frame_for_gx`), each row in its own day.
         now: no timestamp may be later than this (naive means UTC).
         n_actions: size of the pricing action set (decisions only); default: the bundled world's.
 
@@ -145,19 +162,23 @@ def build_suite(feed: str, date: dt.date, now: dt.datetime, n_actions: int | Non
         raise ValueError(f"feed must be one of {FEEDS} (got {feed!r})")
     now = utc_datetime(now)
     contract = CONTRACTS[feed]
-    exps = [*_schema(feed), *_types(contract), *_not_null(contract.required)]
+    if date is None and feed == "features":
+        raise ValueError("the features are validated one day at a time; pass the date")
+    exps = [*_schema(feed, window=date is None), *_types(contract), *_not_null(contract.required)]
     if feed == "decisions":
         n = n_actions if n_actions is not None else _default_n_actions()
         exps += _decision_rules(date, now, n)
     elif feed == "transactions":
         exps += _transaction_rules(date, now)
     else:
+        assert date is not None
         exps += _feature_rules(date)
     return gx.ExpectationSuite(name=feed, expectations=exps)
 
 
-def _decision_rules(date: dt.date, now: dt.datetime, n: int) -> list[Any]:
-    return _timestamps(date, now) + [
+def _decision_rules(date: dt.date | None, now: dt.datetime, n: int) -> list[Any]:
+    return [
+        *_timestamps(date, now),
         gxe.ExpectColumnValuesToBeUnique(
             column="event_id", notes="duplicated event ids (a replayed or doubled export)"
         ),
@@ -172,9 +193,7 @@ def _decision_rules(date: dt.date, now: dt.datetime, n: int) -> list[Any]:
         _at_least("unit_cost", 0, "unit cost must be >= 0"),
         _at_least("inventory", 0, "inventory must be >= 0"),
         gxe.ExpectColumnValuesToBeInSet(
-            column="action",
-            value_set=list(range(n)),
-            notes=f"action index must be in 0..{n - 1}",
+            column="action", value_set=list(range(n)), notes=f"action index must be in 0..{n - 1}"
         ),
         gxe.ExpectColumnValuesToBeBetween(
             column="propensity",
@@ -210,8 +229,9 @@ def _decision_rules(date: dt.date, now: dt.datetime, n: int) -> list[Any]:
     ]
 
 
-def _transaction_rules(date: dt.date, now: dt.datetime) -> list[Any]:
-    return _timestamps(date, now) + [
+def _transaction_rules(date: dt.date | None, now: dt.datetime) -> list[Any]:
+    return [
+        *_timestamps(date, now),
         gxe.ExpectColumnValuesToBeUnique(
             column="transaction_id",
             notes="duplicated transaction ids (a replayed or doubled export)",
@@ -268,14 +288,16 @@ def _feature_rules(date: dt.date) -> list[Any]:
     ]
 
 
-
 def _default_n_actions() -> int:
     return len(default_world().pricing.actions)
 
 
-
-def frame_for_gx(feed: str, df: pd.DataFrame) -> pd.DataFrame:
+def frame_for_gx(feed: str, df: pd.DataFrame, days: pd.Series | None = None) -> pd.DataFrame:
     """The frame GX sees: the partition plus the derived check column, dtypes made checkable.
+
+    ``days`` gives each row's partition day when several partitions are validated at once: the
+    SKU's median price is then taken per day, and `WINDOW_COLUMN` holds each row's seconds into
+    its own partition's day.
 
     GX's per-value type check only runs on object columns, so string columns go to object (the
     values are unchanged); tz-aware timestamps get one unit, since the unit is storage detail that
@@ -298,10 +320,17 @@ def frame_for_gx(feed: str, df: pd.DataFrame) -> pd.DataFrame:
     elif feed == "transactions":
         price = _numeric(out, "unit_price")
         if "sku" in out.columns and len(out):
-            median = price.groupby(out["sku"].astype(str).to_numpy()).transform("median")
+            keys = [out["sku"].astype(str).to_numpy()]
+            if days is not None:
+                keys.insert(0, days.to_numpy())
+            median = price.groupby(keys).transform("median")
         else:
             median = pd.Series(np.nan, index=out.index)
         out[derived] = price / median.where(median > 0)
+    if days is not None:
+        midnight = pd.to_datetime(days).dt.tz_localize("UTC").set_axis(out.index)
+        ts = pd.to_datetime(out["ts"], utc=True, errors="coerce")  # a bad ts fails its type check
+        out[WINDOW_COLUMN] = (ts - midnight).dt.total_seconds()
     return out
 
 
@@ -316,5 +345,3 @@ def _numeric(df: pd.DataFrame, col: str) -> pd.Series:
     if col not in df.columns:
         return pd.Series(np.nan, index=df.index, dtype=float)
     return pd.to_numeric(df[col], errors="coerce").astype(float)
-
-

@@ -131,11 +131,16 @@ def _collect_docs(site: Path) -> dict[str, bytes]:
     return out
 
 
-def _run_gx(
+def run_gx(
     feed: str, frame: pd.DataFrame, suite: Any, date: dt.date, now: dt.datetime, data_docs: bool
 ) -> tuple[Any, dict[str, bytes]]:
     with tempfile.TemporaryDirectory(prefix="gx-") as tmp:
-        context = gx.get_context(mode="file", project_root_dir=tmp)
+        # Data Docs need a file context; without them an in-memory one is cheaper to build.
+        context = (
+            gx.get_context(mode="file", project_root_dir=tmp)
+            if data_docs
+            else gx.get_context(mode="ephemeral")
+        )
         context.variables.progress_bars = ProgressBarsConfig(
             globally=False, metric_calculations=False
         )
@@ -334,7 +339,7 @@ def validate_partition(
     now = utc_datetime(now)
     with quiet_gx():
         suite = build_suite(feed, date, now, n_actions)
-        gx_result, docs = _run_gx(feed, frame_for_gx(feed, df), suite, date, now, data_docs)
+        gx_result, docs = run_gx(feed, frame_for_gx(feed, df), suite, date, now, data_docs)
     stats = {k: _jsonable(v) for k, v in dict(gx_result.statistics).items()}
     stats.update(
         rows=len(df), columns=len(df.columns), seconds=round(time.perf_counter() - started, 3)

@@ -242,6 +242,13 @@ def airflow_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowUI]:
         k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PRICING_", "MLFLOW"))
     }
     env.update({"PYTHONUNBUFFERED": "1", "COLUMNS": "200"})
+    # the DAG files do not change during the tests: parse them once, not every 30 s
+    env.update(
+        {
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
+            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+        }
+    )
     stopped_night(data, env)
     log = data / "up.log"
     cmd = [
