@@ -57,6 +57,62 @@ def obs_bounds(params: MarketParams) -> tuple[np.ndarray, np.ndarray]:
     return np.array(low, dtype=np.float32), np.array(high, dtype=np.float32)
 
 
+def observe(
+    p: MarketParams,
+    sku: np.ndarray,
+    t: np.ndarray,
+    inventory: np.ndarray,
+    price_ratio: np.ndarray,
+    competitor_ratio: np.ndarray,
+    velocity: np.ndarray,
+    views_ema: np.ndarray,
+    carts_ema: np.ndarray,
+) -> np.ndarray:
+    """The observation an agent acts on, shape (N, 16 + S), float32, clipped to `obs_bounds`:
+    the one function the simulator and the pricing service both call, so that what an agent is
+    served is exactly what it trained on.
+
+    Args:
+        p: the world's arrays.
+        sku: index of each SKU in the catalogue.
+        t: step of the selling season (clipped to the horizon).
+        inventory: units on hand.
+        price_ratio: current price / the SKU's reference price (a ladder value).
+        competitor_ratio: the competitor's price / the SKU's reference price.
+        velocity, views_ema, carts_ema: exponential averages of units sold, views and carts per
+            step (rate ``p.velocity_alpha``).
+    """
+    k = sku
+    tt = np.minimum(t, p.T - 1)
+    cap = p.capacity[k]
+    base = p.base_rate[k]
+    hour = 2 * np.pi * (p.hour[tt] + 0.5) / 24.0
+    wday = 2 * np.pi * (p.weekday[tt] + p.hour[tt] / 24.0) / 7.0
+    cols = [
+        inventory / cap,
+        price_ratio - 1.0,
+        competitor_ratio - 1.0,
+        velocity / base,
+        views_ema / base,
+        carts_ema / base,
+        np.sin(hour),
+        np.cos(hour),
+        np.sin(wday),
+        np.cos(wday),
+        1.0 - t / p.T,
+        p.unit_cost[k] / p.ref_price[k],
+        np.log1p(p.remaining_traffic[k, t] / cap),
+        p.future_restock[k, t] / cap,
+        np.where(p.clear_max_left[k] >= 0, inventory - p.clear_max_left[k], 0)
+        / cap
+        * (inventory > p.clear_max_left[k]),
+        p.clear_bonus[k] / (p.ref_price[k] * cap),
+    ]
+    obs = np.concatenate([np.stack(cols, axis=1), p.seg_mix[tt]], axis=1).astype(np.float32)
+    low, high = obs_bounds(p)
+    return np.clip(obs, low, high)
+
+
 def make_streams(
     seed_source: np.random.Generator,
 ) -> tuple[np.random.Generator, np.random.Generator]:
@@ -106,7 +162,6 @@ class Market:
         self.views_ema = np.zeros(n)
         self.carts_ema = np.zeros(n)
         self._seg = np.arange(params.S)
-        self._base_rate = params.arrivals.mean(axis=1)  # (K,) visitors per step on average
         self.obs_low, self.obs_high = obs_bounds(params)
 
     def reset(self, idx: np.ndarray, skus: np.ndarray) -> None:
@@ -130,36 +185,18 @@ class Market:
         return np.asarray(self.p.ref_price[self.sku] * self.p.comp_ratio[self.sku, self.comp])
 
     def observe(self) -> np.ndarray:
-        """Per-SKU normalised observations, shape (N, 16 + S), float32."""
-        p = self.p
-        k = self.sku
-        t = np.minimum(self.t, p.T - 1)
-        cap = p.capacity[k]
-        base = self._base_rate[k]
-        hour = 2 * np.pi * (p.hour[t] + 0.5) / 24.0
-        wday = 2 * np.pi * (p.weekday[t] + p.hour[t] / 24.0) / 7.0
-        cols = [
-            self.inventory / cap,
-            p.ratios[self.level] - 1.0,
-            p.comp_ratio[k, self.comp] - 1.0,
-            self.velocity / base,
-            self.views_ema / base,
-            self.carts_ema / base,
-            np.sin(hour),
-            np.cos(hour),
-            np.sin(wday),
-            np.cos(wday),
-            1.0 - self.t / p.T,
-            p.unit_cost[k] / p.ref_price[k],
-            np.log1p(p.remaining_traffic[k, self.t] / cap),
-            p.future_restock[k, self.t] / cap,
-            np.where(p.clear_max_left[k] >= 0, self.inventory - p.clear_max_left[k], 0)
-            / cap
-            * (self.inventory > p.clear_max_left[k]),
-            p.clear_bonus[k] / (p.ref_price[k] * cap),
-        ]
-        obs = np.concatenate([np.stack(cols, axis=1), p.seg_mix[t]], axis=1).astype(np.float32)
-        return np.clip(obs, self.obs_low, self.obs_high)
+        """Per-SKU normalised observations, shape (N, 16 + S), float32 (see `observe`)."""
+        return observe(
+            self.p,
+            self.sku,
+            self.t,
+            self.inventory,
+            self.p.ratios[self.level],
+            self.p.comp_ratio[self.sku, self.comp],
+            self.velocity,
+            self.views_ema,
+            self.carts_ema,
+        )
 
     def step(
         self, actions: np.ndarray, exo: np.random.Generator, endo: np.random.Generator

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,8 +68,10 @@ def _label(ti: dict[str, Any]) -> str:
     return f"{ti['task_id']}[{ti.get('rendered_map_index') or ti['map_index']}]"
 
 
-def _api(stack: Stack, token: str, method: str, path: str, body: Any = None) -> Any:
-    status, answer = http(method, f"{API}{path}", body, token=token)
+def _api(
+    stack: Stack, token: str, method: str, path: str, body: Any = None, timeout: float = 30.0
+) -> Any:
+    status, answer = http(method, f"{API}{path}", body, token=token, timeout=timeout)
     if status >= 300:
         stack.fail(f"{method} {path} answered {status}: {answer}")
     return answer
@@ -102,10 +105,24 @@ def trigger_and_wait(stack: Stack, token: str, dag_id: str, body: dict[str, Any]
     print(f"\ntriggered {dag_id} run {run_id}")
     end = time.monotonic() + RUN_DEADLINE_S
     shown: dict[str, Any] = {}
+    slow_answers = 0
     while True:
         stack.check_alive()
-        run = _api(stack, token, "GET", f"/dags/{dag_id}/dagRuns/{run_id}")
-        tis = _api(stack, token, "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+        try:
+            run = _api(stack, token, "GET", f"/dags/{dag_id}/dagRuns/{run_id}", timeout=60)
+            tis = _api(
+                stack, token, "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", timeout=60
+            )
+        except (TimeoutError, urllib.error.URLError, ConnectionError) as err:
+            # A loaded machine (training tasks on the worker, tests on other workers) can keep the
+            # api-server from answering one poll in time; the run goes on, so poll again until the
+            # run's deadline. A dead api-server is caught by check_alive.
+            slow_answers += 1
+            print(f"poll {dag_id} {run_id}: no answer ({err!r}), {slow_answers} so far", flush=True)
+            if time.monotonic() > end:
+                stack.fail(f"{dag_id} run {run_id}: the api-server stopped answering ({err!r})")
+            time.sleep(5)
+            continue
         result = Run(dag_id, run, tis["task_instances"])
         if result.states() != shown or run["state"] in TERMINAL:
             elapsed = time.monotonic() - started
