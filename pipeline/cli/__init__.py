@@ -9,6 +9,7 @@ One module per group of commands, all registered on the app of `pipeline.cli.app
 | `night` | `nightly`, `demo` |
 | `release` | `promote`, `rollback` |
 | `ops` | `monitor`, `up` |
+| `serve` | `serve` (the pricing service, package `serving`) |
 
 `render` prints the tables, `errors` turns exceptions into messages and exit codes.
 """
@@ -20,11 +21,11 @@ import sys
 import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer vendors click
 
-from pipeline.cli import data, model, night, ops, release
+from pipeline.cli import data, model, night, ops, release, serve
 from pipeline.cli.app import app, console
 from pipeline.errors import ExitCode
 
-COMMAND_MODULES = (data, model, night, release, ops)  # importing them registers their commands
+COMMAND_MODULES = (data, model, night, release, ops, serve)  # importing them registers their commands
 
 
 def main() -> None:

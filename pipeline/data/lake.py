@@ -375,6 +375,18 @@ class Lake:
                 self.store.delete(stale)
         return self.store.uri(key)
 
+    def add_part(self, zone: str, feed: str, date: dt.date, df: pd.DataFrame, name: str) -> str:
+        """Add one part file beside the partition's others (a writer that logs continuously, like
+        the pricing service, adds parts; readers read them all). Writing ``name`` again replaces
+        that part only, so a retried write does not double its rows."""
+        if not _is_part(name) or "/" in name or name == PART_NAME:
+            raise LakeError(f"part name {name!r} must look like part-<writer>.parquet")
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        key = self._folder(zone, feed, date) + name
+        self.store.put(key, buf.getvalue())
+        return self.store.uri(key)
+
     def _parts(self, zone: str, feed: str, date: dt.date) -> list[str]:
         return [k for k in self.store.list(self._folder(zone, feed, date)) if _is_part(k)]
 

@@ -1,0 +1,284 @@
+"""Who gets which price: the A/B arm, the policy's action distribution, exploration, guardrails,
+and the price held for a SKU, arm and decision period.
+
+- **Arms.** A salted hash of ``customer_id`` maps each customer to a fixed point in [0, 1); the
+  customer is in treatment when the point is below the share, so raising the share moves only the
+  customers between the old share and the new one, and lowering it moves them back.
+- **Policies.** Treatment is priced by the champion (greedy action, plus ε-greedy exploration that
+  decays with a half-life and may be limited to some SKUs or categories); control by the rule-based
+  pricer with a little exploration of its own, so off-policy evaluation has support in both arms.
+  With no champion to serve, treatment gets the rule-based pricer too, named ``fallback``.
+- **Holds.** The first request of a decision period decides the price for its SKU and arm; every
+  later visitor of the period (on any worker) sees the same price. The draw is seeded by the salt,
+  SKU, arm and period, so it is reproducible.
+- **Guardrails**, whatever the policy says: at most ``max_step_levels`` ladder steps per period,
+  inside the price bounds, never below unit cost x (1 + margin floor). The propensity logged is
+  that of the price actually served: the sum of the probabilities of every action the guardrails
+  turn into that price.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from serving.champion import Champion
+from serving.config import ServeSettings
+from serving.market import LiveWorld
+from serving.schemas import Arm, PolicyName, SkuState
+from serving.store import Store
+from sim.market import Market
+from sim.policies import RulePolicy
+from sim.world import MarketParams
+
+
+class UnknownSku(KeyError):
+    def __init__(self, skus: list[str]) -> None:
+        super().__init__(skus)
+        self.skus = skus
+
+
+@dataclass(frozen=True)
+class Decision:
+    sku: str
+    level: int
+    price: float
+    action: int
+    propensity: float
+    policy: PolicyName
+    version: str | None
+    explored: bool
+    clipped: bool
+
+
+class Observed(NamedTuple):
+    p: MarketParams
+    k: np.ndarray  # catalogue index of each SKU
+    level: np.ndarray  # ladder level in force before the period
+    market: Market
+    obs: np.ndarray
+    states: list[tuple[Any, ...]]  # the SKUs' averages to store
+
+
+def unit_point(salt: str, key: str) -> float:
+    """A fixed point in [0, 1) for ``key``: the first 8 bytes of a salted BLAKE2b."""
+    digest = hashlib.blake2b(f"{salt}\x1f{key}".encode(), digest_size=8).digest()
+    return float(int.from_bytes(digest, "big") / 2.0**64)
+
+
+@dataclass
+class Knobs:
+    """What the admin API may change at run time."""
+
+    treatment_share: float
+    epsilon: float
+    control_epsilon: float
+    explore_skus: tuple[str, ...]
+
+    @classmethod
+    def of(cls, s: ServeSettings) -> Knobs:
+        return cls(s.treatment_share, s.epsilon, s.control_epsilon, s.explore_skus)
+
+
+class Pricer:
+    def __init__(self, serve: ServeSettings, store: Store, live: LiveWorld) -> None:
+        self.serve = serve
+        self.store = store
+        self.live = live
+        self.champion: Champion | None = None
+        self.knobs = Knobs.of(serve)
+        self.started = time.time()
+        self._cache: dict[tuple[str, int], dict[str, Decision]] = {}
+
+    # -- arms and exploration ------------------------------------------------------------------
+    def arm(self, customer_id: str) -> Arm:
+        point = unit_point(self.serve.salt, customer_id)
+        return "treatment" if point < self.knobs.treatment_share else "control"
+
+    def epsilon_now(self, now: float | None = None) -> float:
+        hours = ((now or time.time()) - self.started) / 3600.0
+        decayed = self.knobs.epsilon * 0.5 ** (hours / self.serve.epsilon_halflife_hours)
+        return float(max(min(self.serve.epsilon_min, self.knobs.epsilon), decayed))
+
+    def _explores(self, sku: str) -> bool:
+        allowed = self.knobs.explore_skus
+        return not allowed or any(sku == a or sku.startswith(a) for a in allowed)
+
+    def forget_cache(self) -> None:
+        self._cache.clear()
+
+    # -- deciding ------------------------------------------------------------------------------
+    def price(self, arm: Arm, ts: dt.datetime, items: list[SkuState]) -> tuple[int, list[Decision]]:
+        """The decision period of ``ts`` and each item's held decision (deciding the missing)."""
+        unknown = [i.sku for i in items if i.sku not in self.live.index]
+        if unknown:
+            raise UnknownSku(unknown)
+        period = self.live.clock.period(ts)
+        cache = self._cache.setdefault((arm, period), {})
+        if len(self._cache) > 8:
+            for key in sorted(self._cache, key=lambda k: k[1])[:-4]:
+                del self._cache[key]
+        missing = list({i.sku: i for i in items if i.sku not in cache}.values())
+        if missing:
+            found = self.store.holds(arm, period, [i.sku for i in missing])
+            fresh = [i for i in missing if i.sku not in found]
+            if fresh:
+                self._decide(arm, period, fresh)
+                found = self.store.holds(arm, period, [i.sku for i in missing])
+            ratios = self.live.params(self.live.clock.season_and_step(period)[0]).ratios
+            for sku, row in found.items():
+                cache[sku] = self._decision(sku, row, ratios)
+        return period, [cache[i.sku] for i in items]
+
+    def _decision(self, sku: str, row: tuple[Any, ...], ratios: np.ndarray) -> Decision:
+        level, action, propensity, policy, version, explored, clipped = row
+        ref = float(self.live.world.skus[self.live.index[sku]].ref_price)
+        ratio = float(ratios[level])
+        return Decision(
+            sku,
+            level,
+            ref * ratio,
+            action,
+            propensity,
+            policy,
+            version,
+            bool(explored),
+            bool(clipped),
+        )
+
+    def observation(self, arm: Arm, period: int, items: list[SkuState]) -> Observed:
+        """The live state of ``items`` for ``arm`` at the start of ``period``, and the
+        observation the policy acts on (`sim.market.observe`)."""
+        live = self.live
+        season, t = live.clock.season_and_step(period)
+        p = live.params(season)
+        k = np.array([live.index[i.sku] for i in items], dtype=np.int64)
+        ref = p.ref_price[k]
+        level = self._levels(p, arm, period, items, k)
+        ema, states = self._averages(p, period, items)
+        comp = np.array(
+            [
+                (i.competitor_price / ref[j])
+                if i.competitor_price
+                else p.comp_ratio[k[j], p.comp_initial]
+                for j, i in enumerate(items)
+            ]
+        )
+        inventory = np.array([i.inventory for i in items], dtype=np.int64)
+        market, obs = live.market(p, k, t, inventory, level, comp, ema)
+        return Observed(p, k, level, market, obs, states)
+
+    def _decide(self, arm: Arm, period: int, items: list[SkuState]) -> None:
+        skus = [i.sku for i in items]
+        p, k, level, market, obs, states = self.observation(arm, period, items)
+        probs, greedy, policy, version = self._probs(arm, p, market, obs, skus)
+        action = self._draw(arm, period, skus, probs)
+        served, raw = self._guard(p, k, level)
+        rows = np.arange(len(items))
+        chosen = served[rows, action]
+        same = served == chosen[:, None]
+        propensity = (probs * same).sum(axis=1)
+        clipped = chosen != raw[rows, action]
+        unclipped = same & (raw == chosen[:, None])
+        logged = np.where(unclipped.any(axis=1), unclipped.argmax(axis=1), action)
+        explored = action != greedy
+        holds = [
+            (
+                skus[j],
+                int(chosen[j]),
+                int(logged[j]),
+                float(propensity[j]),
+                policy,
+                version,
+                int(explored[j]),
+                int(clipped[j]),
+            )
+            for j in rows
+        ]
+        self.store.decide(arm, period, holds, states)
+
+    def _levels(
+        self, p: MarketParams, arm: Arm, period: int, items: list[SkuState], k: np.ndarray
+    ) -> np.ndarray:
+        """The level in force before this period: the arm's last hold, else the shelf price the
+        request gives, else the ladder's starting level."""
+        last = self.store.last_levels(arm, period, [i.sku for i in items])
+        out = np.full(len(items), p.initial_level, dtype=np.int64)
+        for j, i in enumerate(items):
+            if i.sku in last:
+                out[j] = last[i.sku]
+            elif i.current_price is not None:
+                ratio = np.array([i.current_price / p.ref_price[k[j]]])
+                out[j] = self.live.nearest_level(p, ratio)[0]
+        return out
+
+    def _averages(
+        self, p: MarketParams, period: int, items: list[SkuState]
+    ) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
+        """Sales, views and carts averages at ``period``: the stored ones, aged to this period,
+        with the request's counts of the last period folded in (as the simulator does each step);
+        zero at the start of a season."""
+        a = p.velocity_alpha
+        season = self.live.clock.season_and_step(period)[0]
+        known = self.store.sku_states([i.sku for i in items])
+        ema = np.zeros((len(items), 3))
+        for j, i in enumerate(items):
+            state = known.get(i.sku)
+            if state is None or self.live.clock.season_and_step(state[0])[0] != season:
+                continue
+            last_period, *values = state
+            gap = period - last_period
+            if gap <= 0:
+                ema[j] = values
+                continue
+            counts = (i.sales or 0, i.views or 0, i.carts or 0)
+            for c in range(3):
+                ema[j, c] = (1 - a) * (values[c] * (1 - a) ** (gap - 1)) + a * counts[c]
+        states = [(i.sku, period, *map(float, ema[j])) for j, i in enumerate(items)]
+        return ema, states
+
+    def _probs(
+        self, arm: Arm, p: MarketParams, market: Any, obs: np.ndarray, skus: list[str]
+    ) -> tuple[np.ndarray, np.ndarray, PolicyName, str | None]:
+        champion = self.champion
+        explore = np.array([self._explores(s) for s in skus])
+        if arm == "treatment" and champion is not None:
+            greedy = champion.policy.actions(obs)
+            eps = self.epsilon_now() * explore
+            policy: PolicyName = "champion"
+            version: str | None = champion.version
+        else:
+            base = RulePolicy(p, margin_floor=self.serve.margin_floor).probs(market, obs)
+            greedy = base.argmax(axis=1)
+            eps = (self.knobs.control_epsilon * explore).astype(float)
+            policy, version = ("rule" if arm == "control" else "fallback"), None
+        onehot = np.zeros((len(skus), p.A))
+        onehot[np.arange(len(skus)), greedy] = 1.0
+        probs = (1.0 - eps[:, None]) * onehot + eps[:, None] / p.A
+        return probs, greedy, policy, version
+
+    def _draw(self, arm: Arm, period: int, skus: list[str], probs: np.ndarray) -> np.ndarray:
+        u = np.array([unit_point(self.serve.salt, f"{s}\x1f{arm}\x1f{period}") for s in skus])
+        cdf = probs.cumsum(axis=1)
+        return np.asarray(np.minimum((u[:, None] >= cdf).sum(axis=1), probs.shape[1] - 1))
+
+    def _guard(
+        self, p: MarketParams, k: np.ndarray, level: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(served, raw) levels for every action, shape (N, A)."""
+        s = self.serve
+        raw = np.clip(level[:, None] + p.moves[None, :], 0, p.L - 1)
+        step = np.clip(raw, level[:, None] - s.max_step_levels, level[:, None] + s.max_step_levels)
+        ratios = p.ratios
+        lo = int(np.searchsorted(ratios, s.min_price_ratio - 1e-9))
+        hi = int(np.searchsorted(ratios, s.max_price_ratio + 1e-9)) - 1
+        bounded = np.clip(step, lo, max(lo, hi))
+        floor_ratio = p.unit_cost[k] * (1.0 + s.margin_floor) / p.ref_price[k]
+        floor = np.minimum(np.searchsorted(ratios, floor_ratio - 1e-12), p.L - 1)
+        served = np.maximum(bounded, floor[:, None])
+        return served, raw

@@ -1,0 +1,91 @@
+"""The decision log: every price shown, joined with its reported outcome by ``event_id``, written
+to the lake's ``raw/decisions/date=D/`` in the decisions feed's contract (`sim.feeds.DECISIONS`),
+so that the night validates, refits and evaluates on what was served.
+
+A decision waits in the service's store for its outcome until its outcome window closes (then its
+outcome stays ``view``: the visitor saw the price and did nothing the platform reported) or an
+outcome arrives. Due decisions are exported in batches, one part file per batch and day; shutdown
+exports everything still waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import Any
+
+import pandas as pd
+
+from pipeline.data.lake import Lake
+from serving.store import Store
+from sim.feeds import DECISIONS
+
+log = logging.getLogger("pricing.serve")
+
+
+def default_writer_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class DecisionLog:
+    def __init__(self, store: Store, lake: Lake, writer_id: str, window_s: float) -> None:
+        self.store = store
+        self.lake = lake
+        self.writer_id = writer_id.replace("/", "-") or default_writer_id()
+        self.window_s = window_s
+        self.prefix = uuid.uuid4().hex[:12]
+        self._next = 0
+
+    def event_ids(self, n: int) -> list[str]:
+        """``n`` ids unique across processes and restarts."""
+        start, self._next = self._next, self._next + n
+        return [f"{self.prefix}-{i:x}" for i in range(start, start + n)]
+
+    def record(self, rows: list[tuple[Any, ...]]) -> None:
+        self.store.log(rows, due=time.time() + self.window_s)
+
+    def report(
+        self, event_id: str, outcome: str, quantity: int
+    ) -> tuple[str, tuple[str, float, float] | None]:
+        return self.store.report(event_id, outcome, quantity)
+
+    def flush(self, everything: bool = False) -> int:
+        """Export due decisions (every waiting one when ``everything``); returns rows written.
+        A batch stamped but not written before (a crash mid-export) is written first."""
+        written = 0
+        for batch in self.store.pending_batches():
+            written += self._export(batch)
+        batch = f"{self.writer_id}-{time.time_ns():x}"
+        if self.store.stamp(batch, everything):
+            written += self._export(batch)
+        return written
+
+    def _export(self, batch: str) -> int:
+        columns, rows = self.store.batch_rows(batch)
+        if rows:
+            frame = to_feed(pd.DataFrame.from_records(rows, columns=columns))
+            for day, part in frame.groupby(frame["ts"].dt.date, sort=True):
+                self.lake.add_part(
+                    "raw", "decisions", day, part.reset_index(drop=True), f"part-{batch}.parquet"
+                )
+        self.store.drop_batch(batch)
+        log.info("decision log: %d decisions written (batch %s)", len(rows), batch)
+        return len(rows)
+
+
+def to_feed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Stored rows with the contract's dtypes."""
+    out = frame.copy()
+    for c in DECISIONS.columns:
+        if c.kind == "ts":
+            out[c.name] = pd.to_datetime(out[c.name], utc=True, format="ISO8601")
+        elif c.kind == "int":
+            out[c.name] = out[c.name].astype("int64")
+        elif c.kind == "float":
+            out[c.name] = out[c.name].astype("float64")
+        else:
+            out[c.name] = out[c.name].astype(object)
+    return out[list(DECISIONS.names)]

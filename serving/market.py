@@ -1,0 +1,107 @@
+"""The live market a request describes, turned into exactly the observation the agent trained on.
+
+A selling season is the world's horizon (``steps`` decision periods of ``step_hours``); seasons
+repeat from an anchor (``PRICING_SERVE_SEASON_START``; by default midnight of the lake's first
+catalogue snapshot, where `pricing history` starts its seasons too). A request's time gives the
+decision period and the step of the season; the catalogue gives the SKU's facts; the request gives
+stock and the competitor's price; the service's state gives the price level in force and the
+averages of sales, views and carts. `sim.market.observe` then computes the observation — the
+simulator's own function.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sim.market import Market, observe
+from sim.world import MarketParams, World
+
+DEFAULT_ANCHOR = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)  # a Monday
+
+
+@dataclass(frozen=True)
+class Clock:
+    """Decision periods counted from the anchor; a season is ``steps`` of them."""
+
+    anchor: dt.datetime
+    step_hours: int
+    steps: int
+
+    def period(self, ts: dt.datetime) -> int:
+        seconds = (ts - self.anchor).total_seconds()
+        return int(seconds // (self.step_hours * 3600))
+
+    def season_and_step(self, period: int) -> tuple[int, int]:
+        return period // self.steps, period % self.steps
+
+    def period_start(self, period: int) -> dt.datetime:
+        return self.anchor + dt.timedelta(hours=period * self.step_hours)
+
+
+@dataclass
+class LiveWorld:
+    """The world the service prices in (the champion's, or the night's base world), with its
+    catalogue's SKUs indexed and one compiled set of arrays per season start."""
+
+    world: World
+    anchor: dt.datetime
+    source: str
+    index: dict[str, int] = field(init=False)
+    clock: Clock = field(init=False)
+    _params: dict[int, MarketParams] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.index = {s.id: i for i, s in enumerate(self.world.skus)}
+        h = self.world.horizon
+        self.clock = Clock(self.anchor, h.step_hours, h.steps)
+
+    def params(self, season: int) -> MarketParams:
+        """The compiled world for the season that starts ``season`` horizons after the anchor."""
+        if season not in self._params:
+            start = self.clock.period_start(season * self.clock.steps)
+            horizon = self.world.horizon.model_copy(
+                update={"start_weekday": start.weekday(), "start_hour": start.hour}
+            )
+            if len(self._params) > 4:
+                self._params.clear()
+            self._params[season] = self.world.model_copy(update={"horizon": horizon}).compile()
+        return self._params[season]
+
+    def nearest_level(self, p: MarketParams, price_ratio: np.ndarray) -> np.ndarray:
+        return np.asarray(np.abs(p.ratios[None, :] - price_ratio[:, None]).argmin(axis=1))
+
+    def market(
+        self,
+        p: MarketParams,
+        sku: np.ndarray,
+        t: int,
+        inventory: np.ndarray,
+        level: np.ndarray,
+        competitor_ratio: np.ndarray,
+        ema: np.ndarray,
+    ) -> tuple[Market, np.ndarray]:
+        """A `Market` in the live state (for policies that read it, like the rule-based pricer;
+        the competitor's price is its nearest modelled state) and the observation."""
+        n = len(sku)
+        m = Market(p, n)
+        m.sku = sku
+        m.t = np.full(n, t, dtype=np.int64)
+        m.inventory = np.minimum(inventory, p.capacity[sku])
+        m.level = level
+        m.comp = np.abs(p.comp_ratio[sku] - competitor_ratio[:, None]).argmin(axis=1)
+        m.velocity, m.views_ema, m.carts_ema = ema[:, 0], ema[:, 1], ema[:, 2]
+        obs = observe(
+            p,
+            sku,
+            m.t,
+            inventory,
+            p.ratios[level],
+            competitor_ratio,
+            ema[:, 0],
+            ema[:, 1],
+            ema[:, 2],
+        )
+        return m, obs

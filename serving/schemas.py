@@ -1,0 +1,103 @@
+"""What the service accepts and answers. Pydantic rejects bad input with 422 and one message per
+field (NaN and infinities, negative stock, absurd prices, wrong types, missing fields)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from sim.feeds import OUTCOMES
+
+Arm = Literal["control", "treatment"]
+PolicyName = Literal["champion", "rule", "fallback"]
+Outcome = Literal["view", "cart", "purchase", "abandon"]
+assert set(OUTCOMES) == {"view", "cart", "purchase", "abandon"}
+
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+MAX_PRICE = 1e6
+
+
+class SkuState(BaseModel):
+    """What the pricing platform knows of one SKU now."""
+
+    model_config = _STRICT
+
+    sku: str = Field(min_length=1, max_length=64, examples=["backpack-00001"])
+    inventory: int = Field(ge=0, le=1_000_000, description="units in stock now")
+    competitor_price: float | None = Field(
+        None, gt=0.0, le=MAX_PRICE, description="default: the catalogue's competitor reference"
+    )
+    current_price: float | None = Field(
+        None, gt=0.0, le=MAX_PRICE, description="the price on the shelf before this decision"
+    )
+    views: int | None = Field(
+        None, ge=0, le=10_000_000, description="visitors in the last decision period"
+    )
+    carts: int | None = Field(None, ge=0, le=10_000_000, description="carts in the last period")
+    sales: int | None = Field(
+        None, ge=0, le=10_000_000, description="units sold in the last period"
+    )
+
+
+class PriceRequest(SkuState):
+    """One visitor looking at one SKU."""
+
+    customer_id: str = Field(min_length=1, max_length=128)
+    ts: AwareDatetime | None = Field(None, description="default: now (UTC)")
+    segment: str | None = Field(None, max_length=64)
+
+
+class PricesRequest(BaseModel):
+    """One visitor, many SKUs (a category page, or a catalogue re-price)."""
+
+    model_config = _STRICT
+
+    customer_id: str = Field(min_length=1, max_length=128)
+    ts: AwareDatetime | None = None
+    segment: str | None = Field(None, max_length=64)
+    items: list[SkuState] = Field(min_length=1, max_length=20_000)
+
+
+class PriceAnswer(BaseModel):
+    sku: str
+    price: float
+    action: int
+    propensity: float = Field(description="probability of the price served, guardrails included")
+    arm: Arm
+    policy: PolicyName
+    model_version: str | None
+    explored: bool
+    clipped: bool
+    event_id: str
+    valid_until: dt.datetime
+
+
+class PricesAnswer(BaseModel):
+    arm: Arm
+    policy: PolicyName
+    model_version: str | None
+    prices: list[PriceAnswer]
+
+
+class OutcomeReport(BaseModel):
+    model_config = _STRICT
+
+    event_id: str = Field(min_length=1, max_length=128)
+    outcome: Outcome
+    quantity: int = Field(0, ge=0, le=10_000, description="units bought (purchases)")
+
+
+class AbSettings(BaseModel):
+    model_config = _STRICT
+
+    treatment_share: float = Field(ge=0.0, le=1.0)
+
+
+class ExplorationSettings(BaseModel):
+    model_config = _STRICT
+
+    epsilon: float | None = Field(None, ge=0.0, le=1.0)
+    control_epsilon: float | None = Field(None, ge=0.0, le=1.0)
+    explore_skus: list[str] | None = Field(None, max_length=10_000)

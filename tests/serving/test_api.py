@@ -1,0 +1,226 @@
+"""The service's contract through FastAPI's test client: answers, holds, arms, validation, admin,
+outcomes, the decision log, the champion and its fallback."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.data.validation import validate_partition
+from serving.decide import unit_point
+from sim.feeds import DECISIONS
+from tests.serving.conftest import ANCHOR, TOKEN, Env
+
+TS = "2026-01-05T10:15:00Z"
+BODY = {"sku": "scarce", "customer_id": "c1", "inventory": 20, "ts": TS}
+
+
+def _logged(env: Env) -> pd.DataFrame:
+    frames = [
+        env.lake.read_partition("raw", "decisions", d)
+        for d in env.lake.list_dates("raw", "decisions")
+    ]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=DECISIONS.names)
+
+
+def test_without_a_champion_the_rule_based_pricer_answers_and_says_why(env: Env) -> None:
+    with env.client(treatment_share=1.0) as client:
+        r = client.post("/v1/price", json=BODY)
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        assert answer["policy"] == "fallback" and r.headers["X-Pricing-Policy"] == "fallback"
+        assert answer["arm"] == "treatment" and answer["model_version"] is None
+        ready = client.get("/readyz").json()
+        assert ready["policy"] == "fallback" and "no @champion" in ready["reason"]
+        metrics = client.get("/metrics").text
+        assert "pricing_fallback_answers_total 1.0" in metrics
+
+
+def test_the_champion_answers_treatment_and_the_rule_control(env: Env) -> None:
+    version = env.champion()
+    with env.client(treatment_share=0.5) as client:
+        seen = {}
+        for i in range(40):
+            a = client.post("/v1/price", json={**BODY, "customer_id": f"c{i}"}).json()
+            seen[a["arm"]] = a
+        assert seen["treatment"]["policy"] == "champion"
+        assert seen["treatment"]["model_version"] == version
+        assert seen["control"]["policy"] == "rule"
+        assert client.get("/readyz").json()["model_version"] == version
+
+
+def test_a_price_holds_for_its_period_and_arm(env: Env) -> None:
+    with env.client(treatment_share=0.0) as client:
+        first = client.post("/v1/price", json={**BODY, "customer_id": "a"}).json()
+        later = client.post(
+            "/v1/price", json={**BODY, "customer_id": "b", "ts": "2026-01-05T10:59:59Z"}
+        ).json()
+        assert later["price"] == first["price"] and later["event_id"] != first["event_id"]
+        assert first["valid_until"].startswith("2026-01-05T11:00:00")
+        nxt = client.post(
+            "/v1/price", json={**BODY, "customer_id": "b", "ts": "2026-01-05T11:00:00Z"}
+        ).json()
+        assert nxt["valid_until"].startswith("2026-01-05T12:00:00")
+
+
+def test_raising_the_share_moves_only_customers_into_treatment(env: Env) -> None:
+    customers = [f"cust-{i}" for i in range(2000)]
+    with env.client(treatment_share=0.05) as client:
+        before = {c for c in customers if unit_point("pricing-ab-1", c) < 0.05}
+        r = client.post(
+            "/admin/ab",
+            json={"treatment_share": 0.25},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        assert r.status_code == 200
+        arms = {
+            c: client.post("/v1/price", json={**BODY, "customer_id": c}).json()["arm"]
+            for c in customers[:300]
+        }
+    after = {c for c, arm in arms.items() if arm == "treatment"}
+    assert before & set(arms) <= after  # nobody left treatment
+    assert 0.15 < len(after) / len(arms) < 0.35
+
+
+def test_propensities_are_of_the_price_served(env: Env) -> None:
+    env.champion()
+    with env.client(treatment_share=0.5, epsilon=0.3, control_epsilon=0.2) as client:
+        for i in range(60):
+            ts = f"2026-01-05T{i % 24:02d}:10:00Z"
+            a = client.post("/v1/price", json={**BODY, "customer_id": f"c{i}", "ts": ts}).json()
+            assert 0.0 < a["propensity"] <= 1.0
+        pricer = client.app.state.svc.pricer  # type: ignore[attr-defined]
+        from serving.schemas import SkuState
+
+        items = [SkuState(sku="scarce", inventory=3), SkuState(sku="overstock", inventory=40)]
+        for arm in ("treatment", "control"):
+            p, _, _, market, obs, _ = pricer.observation(arm, 5, items)
+            probs = pricer._probs(arm, p, market, obs, ["scarce", "overstock"])[0]
+            assert probs.sum(axis=1) == pytest.approx([1.0, 1.0])
+            assert (probs > 0).all()  # exploration gives every price move support
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**BODY, "inventory": -1}, "inventory"),
+        ({**BODY, "competitor_price": 1e9}, "competitor_price"),
+        ({**BODY, "current_price": 0}, "current_price"),
+        ({**BODY, "inventory": "many"}, "inventory"),
+        ({k: v for k, v in BODY.items() if k != "customer_id"}, "customer_id"),
+        ({**BODY, "ts": "2026-01-05T10:00:00"}, "ts"),  # no time zone
+        ({**BODY, "colour": "red"}, "colour"),
+    ],
+)
+def test_bad_input_is_a_422_naming_the_field(env: Env, body: dict[str, object], field: str) -> None:
+    with env.client() as client:
+        r = client.post("/v1/price", json=body)
+    assert r.status_code == 422
+    assert field in {str(part) for e in r.json()["detail"] for part in e["loc"]}
+
+
+def test_nan_is_refused(env: Env) -> None:
+    raw = json.dumps({**BODY, "competitor_price": math.nan})  # NaN is not JSON, but is sent
+    with env.client() as client:
+        r = client.post("/v1/price", content=raw, headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and "competitor_price" in r.text
+
+
+def test_an_unknown_sku_is_a_404(env: Env) -> None:
+    with env.client() as client:
+        r = client.post("/v1/price", json={**BODY, "sku": "nope"})
+    assert r.status_code == 404 and "nope" in r.json()["detail"]
+
+
+def test_admin_actions_need_the_token(env: Env) -> None:
+    with env.client() as client:
+        for path, body in (("/admin/ab", {"treatment_share": 0.5}), ("/admin/reload", None)):
+            assert client.post(path, json=body).status_code == 401
+            assert (
+                client.post(path, json=body, headers={"Authorization": "Bearer wrong"}).status_code
+                == 401
+            )
+        r = client.post(
+            "/admin/exploration",
+            json={"epsilon": 0.2, "explore_skus": ["scarce"]},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        assert r.status_code == 200 and r.json()["explore_skus"] == ["scarce"]
+
+
+def test_decisions_and_outcomes_reach_the_lake_in_the_feed_contract(env: Env) -> None:
+    with env.client(treatment_share=0.5) as client:
+        ids = []
+        for i in range(30):
+            ts = f"2026-01-05T{i % 24:02d}:30:00Z"
+            ids.append(
+                client.post("/v1/price", json={**BODY, "customer_id": f"c{i}", "ts": ts}).json()[
+                    "event_id"
+                ]
+            )
+        batch = client.post(
+            "/v1/prices",
+            json={
+                "customer_id": "c99",
+                "ts": TS,
+                "items": [{"sku": "scarce", "inventory": 5}, {"sku": "overstock", "inventory": 30}],
+            },
+        ).json()
+        ids += [p["event_id"] for p in batch["prices"]]
+        ok = client.post(
+            "/v1/outcomes", json={"event_id": ids[0], "outcome": "purchase", "quantity": 2}
+        )
+        assert ok.status_code == 200
+        assert (
+            client.post("/v1/outcomes", json={"event_id": ids[0], "outcome": "view"}).status_code
+            == 409
+        )
+        assert (
+            client.post("/v1/outcomes", json={"event_id": "nope", "outcome": "view"}).status_code
+            == 404
+        )
+        assert (
+            client.post("/v1/outcomes", json={"event_id": ids[1], "outcome": "abandon"}).status_code
+            == 200
+        )
+    logged = _logged(env)  # the shutdown wrote every waiting decision
+    assert sorted(logged["event_id"]) == sorted(ids)
+    assert list(logged.columns) == list(DECISIONS.names)
+    row = logged.set_index("event_id")
+    assert (row.loc[ids[0], "outcome"], row.loc[ids[0], "quantity"]) == ("purchase", 2)
+    assert row.loc[ids[1], "outcome"] == "abandon" and row.loc[ids[2], "outcome"] == "view"
+    day = env.lake.read_partition("raw", "decisions", ANCHOR)
+    result = validate_partition("decisions", day, ANCHOR, dt.datetime(2026, 1, 6), data_docs=False)
+    assert result.success, result.failures
+
+
+def test_a_corrupted_champion_leaves_the_fallback_in_place(env: Env) -> None:
+    version = env.champion()
+    for agent in Path(env.settings.artifacts_dir).rglob("agent.zip"):
+        agent.write_bytes(agent.read_bytes()[:-10] + b"corrupted!")
+    with env.client(treatment_share=1.0) as client:
+        answer = client.post("/v1/price", json=BODY)
+        assert answer.json()["policy"] == "fallback"
+        ready = client.get("/readyz").json()
+        assert ready["failed_loads"] == 1 and f"v{version} failed" in ready["reason"]
+        assert 'pricing_model_reloads_total{result="failed"} 1.0' in client.get("/metrics").text
+
+
+def test_an_alias_move_is_picked_up_without_a_restart(env: Env) -> None:
+    first = env.champion(seed=0)
+    with env.client(treatment_share=1.0, poll_seconds=0.2) as client:
+        assert client.post("/v1/price", json=BODY).json()["model_version"] == first
+        second = env.champion(seed=1)
+        import time
+
+        deadline = time.monotonic() + 30
+        while client.get("/readyz").json()["model_version"] != second:
+            assert time.monotonic() < deadline, client.get("/readyz").json()
+            time.sleep(0.2)
+        later = {**BODY, "ts": "2026-01-05T11:15:00Z"}
+        assert client.post("/v1/price", json=later).json()["model_version"] == second
