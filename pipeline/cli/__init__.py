@@ -25,7 +25,8 @@ from pipeline.cli import data, model, night, ops, release, serve
 from pipeline.cli.app import app, console
 from pipeline.errors import ExitCode
 
-COMMAND_MODULES = (data, model, night, release, ops, serve)  # importing them registers their commands
+# importing them registers their commands
+COMMAND_MODULES = (data, model, night, release, ops, serve)
 
 
 def main() -> None:
