@@ -222,14 +222,14 @@ class Pricer:
     ) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
         """Sales, views and carts averages at ``period``: the stored ones, aged to this period,
         with the request's counts of the last period folded in (as the simulator does each step);
-        zero at the start of a season."""
+        zero for a SKU never priced before. A new season does not reset them (nor the price):
+        seasons are the simulator's episodes, the shop goes on."""
         a = p.velocity_alpha
-        season = self.live.clock.season_and_step(period)[0]
         known = self.store.sku_states([i.sku for i in items])
         ema = np.zeros((len(items), 3))
         for j, i in enumerate(items):
             state = known.get(i.sku)
-            if state is None or self.live.clock.season_and_step(state[0])[0] != season:
+            if state is None:
                 continue
             last_period, *values = state
             gap = period - last_period

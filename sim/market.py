@@ -85,7 +85,7 @@ def observe(
     k = sku
     tt = np.minimum(t, p.T - 1)
     cap = p.capacity[k]
-    base = p.base_rate[k]
+    base = p.arrivals[k].mean(axis=1)  # visitors per step on average
     hour = 2 * np.pi * (p.hour[tt] + 0.5) / 24.0
     wday = 2 * np.pi * (p.weekday[tt] + p.hour[tt] / 24.0) / 7.0
     cols = [

@@ -357,7 +357,6 @@ class MarketParams:
     margin_weight: float
     velocity_alpha: float
     remaining_traffic: np.ndarray  # (K, T+1) expected visitors from step t to the end
-    base_rate: np.ndarray  # (K,) visitors per step on average
     future_restock: np.ndarray  # (K, T+1) units still to arrive after step t
 
     @classmethod
@@ -388,7 +387,6 @@ class MarketParams:
             margin_weight=rw.margin_weight,
             velocity_alpha=float(1.0 - 0.5 ** (1.0 / w.observation.velocity_halflife)),
             remaining_traffic=remaining_traffic,
-            base_rate=arrivals.mean(axis=1),
         )
 
     @property

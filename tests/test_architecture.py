@@ -52,6 +52,22 @@ def test_sim_knows_no_mlflow_airflow_s3_or_pipeline(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", _sources("pipeline"), ids=lambda p: str(p.relative_to(REPO)))
+def test_the_pipeline_does_not_import_the_service(path: Path) -> None:
+    """The service sits above the pipeline; `pricing serve` starts it by import string and only
+    checks its settings (inside the command)."""
+    for module, at_import in _imports(path):
+        if _root(module) == "serving":
+            assert path.relative_to(REPO).as_posix() == "pipeline/cli/serve.py", module
+            assert module == "serving.config" and not at_import
+
+
+@pytest.mark.parametrize("path", _sources("serving"), ids=lambda p: str(p.relative_to(REPO)))
+def test_the_service_knows_no_airflow_nor_data_validation(path: Path) -> None:
+    banned = {"airflow", "great_expectations"}
+    assert not {_root(m) for m, at_import in _imports(path) if at_import} & banned
+
+
+@pytest.mark.parametrize("path", _sources("pipeline"), ids=lambda p: str(p.relative_to(REPO)))
 def test_pipeline_knows_no_airflow_but_where_it_runs_it(path: Path) -> None:
     if path.relative_to(REPO).as_posix() == "pipeline/orchestration/airflow_run.py":
         return  # runs a DAG in-process (`pricing nightly --airflow`): imports Airflow lazily
@@ -73,7 +89,9 @@ def test_contracts_is_standard_library_only() -> None:
 
 
 @pytest.mark.parametrize(
-    "path", [*_sources("pipeline"), *_sources("sim")], ids=lambda p: str(p.relative_to(REPO))
+    "path",
+    [*_sources("pipeline"), *_sources("sim"), *_sources("serving")],
+    ids=lambda p: str(p.relative_to(REPO)),
 )
 def test_no_module_over_500_lines_or_function_over_80(path: Path) -> None:
     text = path.read_text()

@@ -1,0 +1,159 @@
+"""`pricing serve` as a real uvicorn process (two workers): answers under load without a 5xx, and
+a SIGTERM in the middle of the load loses no decision and writes none twice."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.orchestration.procs import ProcessTree
+from tests.serving.conftest import TOKEN, Env
+
+SKUS = ("scarce", "overstock")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Served:
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def request(
+        self, conn: http.client.HTTPConnection, method: str, path: str, body: object = None
+    ) -> tuple[int, dict[str, object]]:
+        headers = {"Content-Type": "application/json"}
+        conn.request(method, path, None if body is None else json.dumps(body), headers)
+        r = conn.getresponse()
+        return r.status, json.loads(r.read() or b"{}")
+
+
+@pytest.fixture
+def served(env: Env, tmp_path: Path) -> Iterator[Served]:
+    env.champion()
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    process_env = {
+        **os.environ,
+        "PRICING_DATA_DIR": str(env.settings.data_dir),
+        "PRICING_MODEL_NAME": env.settings.model_name,
+        "PRICING_ADMIN_TOKEN": TOKEN,
+        "PRICING_SERVE_TREATMENT_SHARE": "0.5",
+        "PRICING_SERVE_FLUSH_SECONDS": "0.5",
+    }
+    process_env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [
+        str(Path(sys.executable).parent / "pricing"),
+        "serve",
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+    ]
+    with ProcessTree(grace_s=5.0) as tree:
+        proc = tree.spawn(cmd, process_env, log)
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/readyz")
+                if conn.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.3)
+        yield Served(port, proc, log)
+        assert not tree.pids() or proc.poll() is None  # the test stopped it, or the tree will
+
+
+@dataclass
+class Load:
+    answered: list[str] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _client(served: Served, load: Load, n: int, seed: int) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=30)
+    for i in range(n):
+        body = {
+            "sku": SKUS[i % 2],
+            "customer_id": f"c{seed}-{i}",
+            "inventory": 10 + i % 7,
+            "ts": f"2026-01-05T{(i // 50) % 24:02d}:{i % 60:02d}:00Z",
+        }
+        try:
+            status, answer = served.request(conn, "POST", "/v1/price", body)
+            if status == 200 and i % 5 == 0:
+                served.request(
+                    conn,
+                    "POST",
+                    "/v1/outcomes",
+                    {"event_id": answer["event_id"], "outcome": "purchase", "quantity": 1},
+                )
+        except (OSError, http.client.HTTPException):
+            return  # the server is going away
+        with load.lock:
+            load.statuses.append(status)
+            if status == 200:
+                load.answered.append(str(answer["event_id"]))
+
+
+def test_sigterm_under_load_loses_no_decision(env: Env, served: Served) -> None:
+    load = Load()
+    warm = [threading.Thread(target=_client, args=(served, load, 150, s)) for s in range(4)]
+    for t in warm:
+        t.start()
+    for t in warm:
+        t.join()
+    assert len(load.statuses) == 600 and set(load.statuses) == {200}
+    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+    status, ready = served.request(conn, "GET", "/readyz")
+    assert status == 200
+    assert ready["policy"] == "champion"
+    conn.request("GET", "/metrics")
+    metrics = conn.getresponse().read().decode()
+    assert "pricing_answers_total" in metrics and 'policy="champion"' in metrics
+
+    threads = [
+        threading.Thread(target=_client, args=(served, load, 2000, 10 + s)) for s in range(4)
+    ]
+    for t in threads:
+        t.start()
+    time.sleep(2.0)
+    served.proc.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join(timeout=60)
+    assert served.proc.wait(timeout=60) == 0, served.log.read_text()[-3000:]
+    assert not [s for s in load.statuses if s >= 500]
+    assert len(load.answered) > 600  # some of the second load was answered before the signal
+
+    dates = env.lake.list_dates("raw", "decisions")
+    logged = pd.concat([env.lake.read_partition("raw", "decisions", d) for d in dates])
+    assert logged["event_id"].is_unique
+    assert set(load.answered) <= set(logged["event_id"])  # every price answered is logged
+    # A request in flight when the server closed its connection may have been decided and logged
+    # without the client reading the answer (as when a network drops a response): at most one
+    # per client. Such a row is a price nobody reported an outcome for, logged as a view.
+    assert len(logged) - len(load.answered) <= 4
+    assert (logged["outcome"] == "purchase").sum() > 0
