@@ -9,5 +9,6 @@
 - `serving.decision_log`: every price shown joined with its outcome, written to the lake's
   decisions feed;
 - `serving.metrics`: Prometheus metrics;
-- `serving.app`: the FastAPI application.
+- `serving.service`: the running service, kept current by a background loop;
+- `serving.app`: the FastAPI application and its routes.
 """

@@ -21,7 +21,7 @@ import pandas as pd
 
 from pipeline.data.lake import Lake
 from serving.store import Store
-from sim.feeds import DECISIONS
+from sim.feeds import DECISIONS, VIEW
 
 log = logging.getLogger("pricing.serve")
 
@@ -39,13 +39,20 @@ class DecisionLog:
         self.prefix = uuid.uuid4().hex[:12]
         self._next = 0
 
-    def event_ids(self, n: int) -> list[str]:
-        """``n`` ids unique across processes and restarts."""
+    def event_ids(self, n: int) -> tuple[int, list[str]]:
+        """``n`` ids unique across processes and restarts, and the first one's number."""
         start, self._next = self._next, self._next + n
-        return [f"{self.prefix}-{i:x}" for i in range(start, start + n)]
+        return start, [f"{self.prefix}-{i:x}" for i in range(start, start + n)]
 
-    def record(self, rows: list[tuple[Any, ...]]) -> None:
-        self.store.log(rows, due=time.time() + self.window_s)
+    def record(
+        self,
+        first: int,
+        arm: str,
+        columns: dict[str, Any],
+        prices: list[float],
+        costs: list[float],
+    ) -> None:
+        self.store.log(self.prefix, first, arm, columns, prices, costs, time.time() + self.window_s)
 
     def report(
         self, event_id: str, outcome: str, quantity: int
@@ -64,16 +71,23 @@ class DecisionLog:
         return written
 
     def _export(self, batch: str) -> int:
-        columns, rows = self.store.batch_rows(batch)
-        if rows:
-            frame = to_feed(pd.DataFrame.from_records(rows, columns=columns))
+        chunks, outcomes = self.store.batch_chunks(batch)
+        frames = [pd.DataFrame(c) for c in chunks]  # scalars broadcast over the chunk's rows
+        rows = 0
+        if frames:
+            frame = pd.concat(frames, ignore_index=True)
+            joined = [outcomes.get(e, (VIEW, 0)) for e in frame["event_id"]]
+            frame["outcome"] = [o for o, _ in joined]
+            frame["quantity"] = [q for _, q in joined]
+            frame = to_feed(frame)
+            rows = len(frame)
             for day, part in frame.groupby(frame["ts"].dt.date, sort=True):
                 self.lake.add_part(
                     "raw", "decisions", day, part.reset_index(drop=True), f"part-{batch}.parquet"
                 )
         self.store.drop_batch(batch)
-        log.info("decision log: %d decisions written (batch %s)", len(rows), batch)
-        return len(rows)
+        log.info("decision log: %d decisions written (batch %s)", rows, batch)
+        return rows
 
 
 def to_feed(frame: pd.DataFrame) -> pd.DataFrame:

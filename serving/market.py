@@ -51,10 +51,17 @@ class LiveWorld:
     source: str
     index: dict[str, int] = field(init=False)
     clock: Clock = field(init=False)
+    ref_price: list[float] = field(init=False)  # per catalogue index, as the log writes them
+    unit_cost: list[float] = field(init=False)
+    competitor_ref: list[float] = field(init=False)
     _params: dict[int, MarketParams] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.index = {s.id: i for i, s in enumerate(self.world.skus)}
+        skus = self.world.skus
+        self.index = {s.id: i for i, s in enumerate(skus)}
+        self.ref_price = [float(s.ref_price) for s in skus]
+        self.unit_cost = [float(s.unit_cost) for s in skus]
+        self.competitor_ref = [float(s.competitor_ref or s.ref_price) for s in skus]
         h = self.world.horizon
         self.clock = Clock(self.anchor, h.step_hours, h.steps)
 

@@ -3,26 +3,28 @@
 - ``holds``: the price decided for a SKU, arm and decision period (the first request of the period
   decides; every worker then serves the same price);
 - ``skus``: per SKU, the exponential averages of sales, views and carts the observation needs;
-- ``decisions``: every price shown, waiting for its outcome; exported to the lake in batches and
-  deleted only once the part file is written (a batch id is stamped first, and the part is named
-  by it, so an export cut short is redone under the same name: nothing lost, nothing twice);
+- ``chunks``: the prices shown by one request (one row of JSON columns per request: a
+  10,000-SKU call is one insert), waiting for their outcome window to close; exported to the lake
+  in batches and deleted only once the part file is written (a batch id is stamped first, and the
+  part is named by it, so an export cut short is redone under the same name: nothing lost,
+  nothing twice). Event ids are ``<prefix>-<n in hex>``: a chunk holds ``n`` from ``first``;
+- ``outcomes``: the outcome reported for an event, joined to its chunk's rows at export;
 - ``runtime``: settings changed through the admin API (A/B share, exploration), read by every
   worker.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sim.feeds import DECISIONS, OUTCOMES
+from sim.feeds import OUTCOMES
 
-_DECISION_COLS = DECISIONS.names
-
-_SCHEMA = f"""
+_SCHEMA = """
 CREATE TABLE IF NOT EXISTS holds (
     sku TEXT NOT NULL, arm TEXT NOT NULL, period INTEGER NOT NULL,
     level INTEGER NOT NULL, action INTEGER NOT NULL, propensity REAL NOT NULL,
@@ -33,17 +35,19 @@ CREATE TABLE IF NOT EXISTS skus (
     sku TEXT PRIMARY KEY, period INTEGER NOT NULL,
     velocity REAL NOT NULL, views REAL NOT NULL, carts REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS decisions (
-    {
-    ", ".join(
-        f"{c} {'REAL' if k == 'float' else 'INTEGER' if k == 'int' else 'TEXT'}"
-        for c, k in ((c.name, c.kind) for c in DECISIONS.columns)
-    )
-},
-    due REAL NOT NULL, final INTEGER NOT NULL DEFAULT 0, batch TEXT,
-    PRIMARY KEY (event_id)
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    prefix TEXT NOT NULL, first INTEGER NOT NULL, n INTEGER NOT NULL,
+    arm TEXT NOT NULL, due REAL NOT NULL, batch TEXT,
+    data TEXT NOT NULL, prices TEXT NOT NULL, costs TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS decisions_batch ON decisions (batch, due);
+CREATE INDEX IF NOT EXISTS chunks_events ON chunks (prefix, first);
+CREATE INDEX IF NOT EXISTS chunks_batch ON chunks (batch, due);
+CREATE TABLE IF NOT EXISTS outcomes (
+    event_id TEXT PRIMARY KEY, chunk INTEGER NOT NULL, outcome TEXT NOT NULL,
+    quantity INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outcomes_chunk ON outcomes (chunk);
 CREATE TABLE IF NOT EXISTS runtime (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
@@ -133,65 +137,102 @@ class Store:
         )
 
     # -- the decision log ----------------------------------------------------------------------
-    def log(self, rows: Sequence[tuple[Any, ...]], due: float) -> None:
-        """``rows`` in the decisions contract's column order, outcome ``view`` by default."""
-        marks = ",".join("?" * (len(_DECISION_COLS) + 1))
-        with self.transaction():
-            self.db.executemany(
-                f"INSERT OR IGNORE INTO decisions ({', '.join(_DECISION_COLS)}, due) "
-                f"VALUES ({marks})",
-                [(*r, due) for r in rows],
-            )
+    def log(
+        self,
+        prefix: str,
+        first: int,
+        arm: str,
+        columns: dict[str, Any],
+        prices: list[float],
+        costs: list[float],
+        due: float,
+    ) -> None:
+        """One request's prices: ``columns`` maps each decisions column but the outcome's to a
+        list (one value per price) or a scalar (the same for all)."""
+        self.db.execute(
+            "INSERT INTO chunks (prefix, first, n, arm, due, data, prices, costs) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                prefix,
+                first,
+                len(prices),
+                arm,
+                due,
+                json.dumps(columns),
+                json.dumps(prices),
+                json.dumps(costs),
+            ),
+        )
 
     def report(
         self, event_id: str, outcome: str, quantity: int
     ) -> tuple[str, tuple[str, float, float] | None]:
         """Join an outcome to its decision: ('ok', (arm, price, unit cost)), ('late', None) when
-        the decision already has its outcome or was exported, ('unknown', None)."""
+        the decision already has an outcome, ('unknown', None) when no waiting decision has this
+        id (never logged, or exported when its window closed)."""
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {OUTCOMES}")
+        prefix, _, hex_n = event_id.rpartition("-")
+        try:
+            n = int(hex_n, 16)
+        except ValueError:
+            return "unknown", None
         with self.transaction():
             found = self.db.execute(
-                "SELECT ab_arm, price_shown, unit_cost, final, batch FROM decisions "
-                "WHERE event_id = ?",
-                (event_id,),
+                "SELECT id, first, arm, prices, costs FROM chunks WHERE prefix = ? AND "
+                "first <= ? AND first + n > ? AND batch IS NULL",
+                (prefix, n, n),
             ).fetchone()
             if found is None:
                 return "unknown", None
-            if found[3] or found[4] is not None:
-                return "late", None
-            self.db.execute(
-                "UPDATE decisions SET outcome = ?, quantity = ?, final = 1 WHERE event_id = ?",
-                (outcome, quantity, event_id),
+            chunk, first, arm, prices, costs = found
+            cur = self.db.execute(
+                "INSERT OR IGNORE INTO outcomes (event_id, chunk, outcome, quantity) "
+                "VALUES (?, ?, ?, ?)",
+                (event_id, chunk, outcome, quantity),
             )
-        return "ok", (str(found[0]), float(found[1]), float(found[2]))
+            if not cur.rowcount:
+                return "late", None
+        i = n - first
+        return "ok", (str(arm), float(json.loads(prices)[i]), float(json.loads(costs)[i]))
 
     def stamp(self, batch: str, everything: bool = False) -> int:
-        """Mark the decisions due for export (all when ``everything``) with ``batch``."""
+        """Mark the chunks due for export (all when ``everything``) with ``batch``."""
         cur = self.db.execute(
-            "UPDATE decisions SET batch = ? WHERE batch IS NULL AND (? OR final = 1 OR due <= ?)",
+            "UPDATE chunks SET batch = ? WHERE batch IS NULL AND (? OR due <= ?)",
             (batch, int(everything), time.time()),
         )
         return cur.rowcount
 
     def pending_batches(self) -> list[str]:
-        return [
-            r[0]
-            for r in self.db.execute("SELECT DISTINCT batch FROM decisions WHERE batch IS NOT NULL")
-        ]
+        rows = self.db.execute("SELECT DISTINCT batch FROM chunks WHERE batch IS NOT NULL")
+        return [r[0] for r in rows]
 
-    def batch_rows(self, batch: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-        cur = self.db.execute(
-            f"SELECT {', '.join(_DECISION_COLS)} FROM decisions WHERE batch = ? ORDER BY ts, event_id",
+    def batch_chunks(self, batch: str) -> tuple[list[dict[str, Any]], dict[str, tuple[str, int]]]:
+        """The chunks of ``batch`` (decoded columns) and the outcomes reported for them."""
+        chunks = [
+            json.loads(r[0])
+            for r in self.db.execute(
+                "SELECT data FROM chunks WHERE batch = ? ORDER BY id", (batch,)
+            )
+        ]
+        outcomes = self.db.execute(
+            "SELECT event_id, outcome, quantity FROM outcomes WHERE chunk IN "
+            "(SELECT id FROM chunks WHERE batch = ?)",
             (batch,),
         )
-        return list(_DECISION_COLS), cur.fetchall()
+        return chunks, {e: (o, q) for e, o, q in outcomes}
 
     def drop_batch(self, batch: str) -> None:
-        self.db.execute("DELETE FROM decisions WHERE batch = ?", (batch,))
+        with self.transaction():
+            self.db.execute(
+                "DELETE FROM outcomes WHERE chunk IN (SELECT id FROM chunks WHERE batch = ?)",
+                (batch,),
+            )
+            self.db.execute("DELETE FROM chunks WHERE batch = ?", (batch,))
 
     def waiting(self) -> int:
-        return int(self.db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0])
+        return int(self.db.execute("SELECT COALESCE(SUM(n), 0) FROM chunks").fetchone()[0])
 
     # -- runtime settings ----------------------------------------------------------------------
     def set_runtime(self, values: dict[str, str]) -> None:

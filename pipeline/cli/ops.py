@@ -71,9 +71,10 @@ def up(
     data_dir: Annotated[Path, typer.Option(help="the embedded defaults' root")] = Path("data"),
     airflow_port: Annotated[int, typer.Option(min=1, max=65535)] = 8080,
     mlflow_port: Annotated[int, typer.Option(min=1, max=65535)] = 5000,
+    serve_port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
 ) -> None:
-    """Airflow (UI, scheduler, DAG processor, triggerer) and the MLflow UI on localhost, over the
-    same SQLite databases and lake as the CLI; Ctrl-C stops them."""
+    """Airflow (UI, scheduler, DAG processor, triggerer), the MLflow UI and the pricing service
+    on localhost, over the same SQLite databases and lake as the CLI; Ctrl-C stops them."""
     from pipeline.orchestration import local_stack
 
     config = settings(data_dir=data_dir)
@@ -95,11 +96,11 @@ def up(
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, interrupt)
     try:
-        stack = local_stack.start(config, airflow_port, mlflow_port, say=say)
+        stack = local_stack.start(config, airflow_port, mlflow_port, say=say, serve_port=serve_port)
     except KeyboardInterrupt:
         fail("interrupted while starting; everything started was stopped", ExitCode.INTERRUPTED)
     try:
-        airflow, mlflow_ui = stack.components
+        airflow, mlflow_ui, service = stack.components
         rows = [
             (
                 "Airflow",
@@ -107,6 +108,11 @@ def up(
                 f"login {local_stack.USER} / {stack.password}; log {airflow.log}",
             ),
             ("MLflow", mlflow_ui.url, f"registry and runs; log {mlflow_ui.log}"),
+            (
+                "Pricing service",
+                service.url,
+                f"POST /v1/price, /readyz, /metrics, /docs; log {service.log}",
+            ),
         ]
         render.services("running on localhost (Ctrl-C stops everything)", rows)
         render.out().print(

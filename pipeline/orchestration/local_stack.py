@@ -98,8 +98,9 @@ def start(
     mlflow_port: int = 5000,
     timeout_s: float = 240.0,
     say: Callable[[str], None] = print,
+    serve_port: int = 8000,
 ) -> Stack:
-    """Start Airflow standalone and MLflow, and wait until both answer."""
+    """Start Airflow standalone, MLflow and the pricing service, and wait until all answer."""
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     home = airflow_run.configure(data_dir)
@@ -152,6 +153,17 @@ def start(
                 f"http://127.0.0.1:{mlflow_port}/health",
                 log,
                 tree.spawn(mlflow_cmd, env, log),
+            )
+        )
+        log = data_dir / "pricing-serve.log"
+        serve_cmd = [str(bin_dir / "pricing"), "serve", "--port", str(serve_port)]
+        components.append(
+            Component(
+                "Pricing service",
+                f"http://localhost:{serve_port}",
+                f"http://127.0.0.1:{serve_port}/readyz",
+                log,
+                tree.spawn(serve_cmd, env, log),
             )
         )
         _wait_until_up(components, timeout_s, say)

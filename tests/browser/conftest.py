@@ -53,6 +53,7 @@ CHROMIUM_ARGS = (
 
 UI_PORT = 18090
 MLFLOW_PORT = 15090
+SERVE_PORT = 18091
 UI_USER = "admin"
 UI_PASSWORD = "admin-password"
 DAG_IDS = ("pricing_nightly", "pricing_promote", "pricing_monitor")
@@ -149,7 +150,11 @@ def stack_processes(data: Path) -> list[Any]:
             if proc.environ().get("PRICING_DATA_DIR") == str(data.resolve()):
                 found[proc.pid] = proc
     for conn in psutil.net_connections(kind="tcp"):
-        if conn.status == psutil.CONN_LISTEN and conn.laddr.port in (UI_PORT, MLFLOW_PORT):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port in (
+            UI_PORT,
+            MLFLOW_PORT,
+            SERVE_PORT,
+        ):
             with contextlib.suppress(psutil.Error, TypeError):
                 found.setdefault(conn.pid, psutil.Process(conn.pid))
     return list(found.values())
@@ -228,8 +233,9 @@ def stopped_night(data: Path, env: dict[str, str]) -> None:
 @pytest.fixture(scope="package")
 def airflow_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowUI]:
     """`pricing up` (what `make up` runs) over a fresh data dir: Airflow standalone on
-    127.0.0.1:18090 and MLflow on :15090, with the admin password set in advance."""
-    for port in (UI_PORT, MLFLOW_PORT):
+    127.0.0.1:18090, MLflow on :15090 and the pricing service on :18091, with the admin password
+    set in advance."""
+    for port in (UI_PORT, MLFLOW_PORT, SERVE_PORT):
         if not _port_is_free(port):
             pytest.fail(f"port {port} is in use: stop whatever listens there and run again")
     data = tmp_path_factory.mktemp("pricing-up")
@@ -260,6 +266,8 @@ def airflow_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowUI]:
         str(UI_PORT),
         "--mlflow-port",
         str(MLFLOW_PORT),
+        "--serve-port",
+        str(SERVE_PORT),
     ]
     # In a process tree of the test's: should pytest be killed, its watchdog stops `pricing up`
     # (which stops the stack; its own watchdog does if it cannot).
@@ -283,7 +291,7 @@ def airflow_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowUI]:
             stop_pricing_up(proc, data, log)
         finally:
             tree.stop()
-    assert _port_is_free(UI_PORT) and _port_is_free(MLFLOW_PORT), "servers left running"
+    assert all(map(_port_is_free, (UI_PORT, MLFLOW_PORT, SERVE_PORT))), "servers left running"
 
 
 @pytest.fixture(scope="package")

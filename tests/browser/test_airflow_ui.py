@@ -13,7 +13,14 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 
-from tests.browser.conftest import STOPPED_NIGHT, UI_PASSWORD, UI_USER, AirflowUI, Browser
+from tests.browser.conftest import (
+    SERVE_PORT,
+    STOPPED_NIGHT,
+    UI_PASSWORD,
+    UI_USER,
+    AirflowUI,
+    Browser,
+)
 
 pytestmark = pytest.mark.integration
 STOPPED_DAY = STOPPED_NIGHT.isoformat()
@@ -206,6 +213,28 @@ def test_make_up_prints_the_urls_and_the_login_and_serves_mlflow(airflow_ui: Air
         assert resp.status == 200
     pools = airflow_ui.query("SELECT slots FROM slot_pool WHERE pool = 'pricing_promotion'")
     assert pools == [(1,)]
+
+
+def test_make_up_serves_prices(airflow_ui: AirflowUI) -> None:
+    """The pricing service of `pricing up` answers over the same data: no champion was promoted
+    (the night stopped), so the rule-based pricer answers, and /readyz says why."""
+    import json
+    import urllib.request
+
+    assert f"http://localhost:{SERVE_PORT}" in " ".join(airflow_ui.log.read_text().split())
+    with urllib.request.urlopen(f"http://127.0.0.1:{SERVE_PORT}/readyz", timeout=10) as resp:
+        ready = json.loads(resp.read())
+    assert ready["policy"] == "fallback" and "@champion" in ready["reason"]
+    from sim.world import load_world
+
+    sku = load_world(None).skus[0].id  # no catalogue in this lake: the default world's
+    body = json.dumps({"sku": sku, "customer_id": "c1", "inventory": 5}).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{SERVE_PORT}/v1/price", body, {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        answer = json.loads(resp.read())
+    assert answer["price"] > 0 and resp.headers["X-Pricing-Policy"] in ("rule", "fallback")
 
 
 def test_a_stopped_night_explains_itself(browser: Browser, airflow_ui: AirflowUI) -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.app import build_world
 from serving.config import ServeSettings
 from serving.decide import Pricer
 from serving.schemas import SkuState
+from serving.service import build_world
 from serving.store import Store
 from sim.market import Market
 from tests.serving.conftest import ANCHOR, Env

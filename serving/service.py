@@ -1,0 +1,175 @@
+"""The running service: what a request needs (`Service`), built at start-up and kept current
+by a background loop (champion alias, catalogue, admin knobs, the decision log's exports)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass, field
+
+from pipeline.data.catalogue import catalogue_dates, read_catalogue
+from pipeline.data.lake import Lake, open_lake
+from pipeline.settings import Settings
+from serving import metrics
+from serving.champion import Champion, ChampionHolder
+from serving.config import ServeSettings
+from serving.decide import Pricer
+from serving.decision_log import DecisionLog
+from serving.market import DEFAULT_ANCHOR, LiveWorld
+from serving.store import Store
+from sim.catalogue import apply_catalogue
+from sim.world import World
+
+log = logging.getLogger("pricing.serve")
+
+
+@dataclass
+class Service:
+    """Everything a request needs; built at start-up, refreshed by the background loop."""
+
+    settings: Settings
+    serve: ServeSettings
+    lake: Lake
+    store: Store
+    holder: ChampionHolder
+    pricer: Pricer
+    decisions: DecisionLog
+    catalogue_key: tuple[str, ...] = ()
+    reason: str = ""
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def policy(self) -> str:
+        return "champion" if self.pricer.champion is not None else "fallback"
+
+
+def _catalogue_key(lake: Lake) -> tuple[str, ...]:
+    return tuple(d.isoformat() for d in catalogue_dates(lake))
+
+
+def build_world(
+    settings: Settings, serve: ServeSettings, lake: Lake, champion: Champion | None
+) -> LiveWorld:
+    """The champion's world (else the night's base world) around the lake's latest catalogue."""
+    from pipeline.nightly.steps import base_world
+
+    today = dt.datetime.now(dt.UTC).date()
+    dates = catalogue_dates(lake)
+    if champion is not None:
+        world: World = champion.world
+        source = f"the world of v{champion.version}"
+    else:
+        world, source = base_world(settings, lake, today)
+    snapshot = read_catalogue(lake, max(dates)) if dates else None
+    if snapshot is not None and settings.world_file is None:
+        world = apply_catalogue(world, snapshot[0])
+        source = f"{source}, catalogue {snapshot[1]}"
+    anchor = serve.season_start or (
+        dt.datetime.combine(dates[0], dt.time(0), tzinfo=dt.UTC) if dates else DEFAULT_ANCHOR
+    )
+    if anchor.tzinfo is None:
+        anchor = anchor.replace(tzinfo=dt.UTC)
+    return LiveWorld(world, anchor, source)
+
+
+def _fits(champion: Champion, live: LiveWorld) -> str | None:
+    """Why the champion cannot price in this world, or None."""
+    params = live.params(0)
+    n_obs = params.obs_dim
+    inputs = champion.policy.weights[0].shape[0]
+    outputs = champion.policy.weights[-1].shape[1]
+    if inputs != n_obs or outputs != params.A:
+        return (
+            f"v{champion.version} takes {inputs} inputs and {outputs} actions; the live world "
+            f"has {n_obs} and {params.A} (a change of segments or of the price moves): "
+            "serving the fallback until a champion trained on this world is promoted"
+        )
+    return None
+
+
+def _adopt(svc: Service) -> None:
+    """Serve the holder's champion if it fits the live world (rebuilt around it)."""
+    champion = svc.holder.current
+    if champion is not None:
+        live = build_world(svc.settings, svc.serve, svc.lake, champion)
+        why = _fits(champion, live)
+        if why is None:
+            svc.pricer.live, svc.pricer.champion = live, champion
+            svc.pricer.forget_cache()
+            svc.reason = svc.holder.reason
+            metrics.CHAMPION.set(int(champion.version))
+            return
+        svc.reason = why
+    else:
+        svc.reason = svc.holder.reason
+    svc.pricer.champion = None
+    metrics.CHAMPION.set(0)
+
+
+async def refresh(svc: Service) -> None:
+    changed = await asyncio.to_thread(svc.holder.refresh)
+    if svc.holder.failed_loads:
+        svc.reason = svc.holder.reason if svc.pricer.champion is None else svc.reason
+    key = _catalogue_key(svc.lake)
+    if changed:
+        metrics.RELOADS.labels("ok").inc()
+        _adopt(svc)
+    elif key != svc.catalogue_key:
+        svc.pricer.live = build_world(svc.settings, svc.serve, svc.lake, svc.pricer.champion)
+        svc.pricer.forget_cache()
+    svc.catalogue_key = key
+
+
+def apply_knobs(svc: Service) -> None:
+    values = svc.store.runtime()
+    k = svc.pricer.knobs
+    if "treatment_share" in values:
+        k.treatment_share = float(values["treatment_share"])
+    if "epsilon" in values:
+        k.epsilon = float(values["epsilon"])
+    if "control_epsilon" in values:
+        k.control_epsilon = float(values["control_epsilon"])
+    if "explore_skus" in values:
+        k.explore_skus = tuple(s for s in values["explore_skus"].split(",") if s)
+    metrics.SHARE.set(k.treatment_share)
+    metrics.EPSILON.set(svc.pricer.epsilon_now())
+
+
+async def background(svc: Service) -> None:
+    next_poll = time.monotonic() + svc.serve.poll_seconds
+    while True:
+        await asyncio.sleep(min(svc.serve.flush_seconds, 1.0))
+        try:
+            apply_knobs(svc)
+            if time.monotonic() >= next_poll:
+                next_poll = time.monotonic() + svc.serve.poll_seconds
+                failed = svc.holder.failed_loads
+                await refresh(svc)
+                if svc.holder.failed_loads > failed:
+                    metrics.RELOADS.labels("failed").inc()
+            # in a thread, on the log's own connection: writing Parquet must not hold up answers
+            await asyncio.to_thread(svc.decisions.flush)
+            metrics.WAITING.set(svc.store.waiting())
+        except Exception:
+            log.exception("background round failed; retrying")
+
+
+def start_service(settings: Settings, serve: ServeSettings) -> Service:
+    lake = open_lake(settings)
+    store = Store(settings.runtime_dir / "serving.sqlite")
+    holder = ChampionHolder(settings)
+    holder.refresh()
+    live = build_world(settings, serve, lake, None)
+    decisions = DecisionLog(Store(store.path), lake, serve.writer_id, serve.outcome_window_seconds)
+    svc = Service(settings, serve, lake, store, holder, Pricer(serve, store, live), decisions)
+    svc.catalogue_key = _catalogue_key(lake)
+    _adopt(svc)
+    if holder.failed_loads:
+        metrics.RELOADS.labels("failed").inc(holder.failed_loads)
+    elif holder.current is not None:
+        metrics.RELOADS.labels("ok").inc()
+    apply_knobs(svc)
+    decisions.flush()  # what an earlier process stamped but did not write
+    return svc
