@@ -32,7 +32,14 @@ from serving.schemas import (
     PricesRequest,
     SkuState,
 )
-from serving.service import Service, apply_knobs, background, refresh, start_service
+from serving.service import (
+    Service,
+    apply_knobs,
+    background,
+    persister,
+    refresh,
+    start_service,
+)
 
 log = logging.getLogger("pricing.serve")
 
@@ -45,6 +52,7 @@ def create_app(settings: Settings | None = None, serve: ServeSettings | None = N
         )
         app.state.svc = svc
         svc.tasks.append(asyncio.create_task(background(svc)))
+        svc.tasks.append(asyncio.create_task(persister(svc)))
         log.info("pricing service ready: %s", svc.reason)
         try:
             yield
@@ -53,6 +61,7 @@ def create_app(settings: Settings | None = None, serve: ServeSettings | None = N
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*svc.tasks)
+            svc.decisions.persist()
             written = svc.decisions.flush(everything=True)
             log.info("pricing service stopped; %d decisions written at shutdown", written)
             svc.store.close()
@@ -257,6 +266,8 @@ def _status_routes(app: FastAPI) -> None:
             "skus": len(svc.pricer.live.index),
             "treatment_share": svc.pricer.knobs.treatment_share,
             "failed_loads": svc.holder.failed_loads,
+            "season_start": svc.pricer.live.anchor.isoformat(),
+            "decision_period_hours": svc.pricer.live.clock.step_hours,
         }
         return JSONResponse(body, headers={"X-Pricing-Policy": svc.policy})
 
@@ -274,6 +285,13 @@ def _admin_routes(app: FastAPI) -> None:
         svc = _svc(app)
         await refresh(svc)
         return {"policy": svc.policy, "reason": svc.reason}
+
+    @app.post("/admin/flush", dependencies=[admin])
+    async def flush() -> dict[str, int]:
+        """Write every waiting decision to the lake now (outcomes not reported yet: views)."""
+        svc = _svc(app)
+        svc.decisions.persist()
+        return {"written": await asyncio.to_thread(svc.decisions.flush, True)}
 
     @app.post("/admin/ab", dependencies=[admin])
     async def ab(body: AbSettings) -> dict[str, Any]:

@@ -31,9 +31,16 @@ def default_writer_id() -> str:
 
 
 class DecisionLog:
-    def __init__(self, store: Store, lake: Lake, writer_id: str, window_s: float) -> None:
+    """``writer`` is the event loop's connection (records, outcomes), ``store`` the exporting
+    thread's own."""
+
+    def __init__(
+        self, writer: Store, store: Store, lake: Lake, writer_id: str, window_s: float
+    ) -> None:
+        self.writer = writer
         self.store = store
         self.lake = lake
+        self._pending: list[tuple[Any, ...]] = []
         self.writer_id = writer_id.replace("/", "-") or default_writer_id()
         self.window_s = window_s
         self.prefix = uuid.uuid4().hex[:12]
@@ -52,12 +59,27 @@ class DecisionLog:
         prices: list[float],
         costs: list[float],
     ) -> None:
-        self.store.log(self.prefix, first, arm, columns, prices, costs, time.time() + self.window_s)
+        """Keep a request's prices; `persist` stores them (every few milliseconds, before an
+        outcome is joined, and at shutdown): one transaction for many requests keeps the
+        workers from queueing on SQLite's write lock."""
+        due = time.time() + self.window_s
+        self._pending.append((self.prefix, first, arm, due, columns, prices, costs))
+
+    def persist(self) -> int:
+        pending, self._pending = self._pending, []
+        if pending:
+            try:
+                self.writer.log(pending)
+            except BaseException:
+                self._pending = pending + self._pending
+                raise
+        return len(pending)
 
     def report(
         self, event_id: str, outcome: str, quantity: int
     ) -> tuple[str, tuple[str, float, float] | None]:
-        return self.store.report(event_id, outcome, quantity)
+        self.persist()
+        return self.writer.report(event_id, outcome, quantity)
 
     def flush(self, everything: bool = False) -> int:
         """Export due decisions (every waiting one when ``everything``); returns rows written.

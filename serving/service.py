@@ -137,8 +137,22 @@ def apply_knobs(svc: Service) -> None:
     metrics.EPSILON.set(svc.pricer.epsilon_now())
 
 
+PERSIST_SECONDS = 0.05
+
+
+async def persister(svc: Service) -> None:
+    """Store the prices answered since the last round, every 50 ms, in one transaction."""
+    while True:
+        await asyncio.sleep(PERSIST_SECONDS)
+        try:
+            svc.decisions.persist()
+        except Exception:
+            log.exception("storing decisions failed; they are kept and retried")
+
+
 async def background(svc: Service) -> None:
     next_poll = time.monotonic() + svc.serve.poll_seconds
+    next_flush = time.monotonic()
     while True:
         await asyncio.sleep(min(svc.serve.flush_seconds, 1.0))
         try:
@@ -150,7 +164,9 @@ async def background(svc: Service) -> None:
                 if svc.holder.failed_loads > failed:
                     metrics.RELOADS.labels("failed").inc()
             # in a thread, on the log's own connection: writing Parquet must not hold up answers
-            await asyncio.to_thread(svc.decisions.flush)
+            if time.monotonic() >= next_flush:
+                next_flush = time.monotonic() + svc.serve.flush_seconds
+                await asyncio.to_thread(svc.decisions.flush)
             metrics.WAITING.set(svc.store.waiting())
         except Exception:
             log.exception("background round failed; retrying")
@@ -162,7 +178,9 @@ def start_service(settings: Settings, serve: ServeSettings) -> Service:
     holder = ChampionHolder(settings)
     holder.refresh()
     live = build_world(settings, serve, lake, None)
-    decisions = DecisionLog(Store(store.path), lake, serve.writer_id, serve.outcome_window_seconds)
+    decisions = DecisionLog(
+        store, Store(store.path), lake, serve.writer_id, serve.outcome_window_seconds
+    )
     svc = Service(settings, serve, lake, store, holder, Pricer(serve, store, live), decisions)
     svc.catalogue_key = _catalogue_key(lake)
     _adopt(svc)

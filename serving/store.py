@@ -137,21 +137,11 @@ class Store:
         )
 
     # -- the decision log ----------------------------------------------------------------------
-    def log(
-        self,
-        prefix: str,
-        first: int,
-        arm: str,
-        columns: dict[str, Any],
-        prices: list[float],
-        costs: list[float],
-        due: float,
-    ) -> None:
-        """One request's prices: ``columns`` maps each decisions column but the outcome's to a
-        list (one value per price) or a scalar (the same for all)."""
-        self.db.execute(
-            "INSERT INTO chunks (prefix, first, n, arm, due, data, prices, costs) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    def log(self, chunks: list[tuple[Any, ...]]) -> None:
+        """Requests' prices, one row each: (prefix, first, arm, due, columns, prices, costs),
+        ``columns`` mapping each decisions column but the outcome's to a list (one value per
+        price) or a scalar (the same for all). One transaction for all."""
+        rows = [
             (
                 prefix,
                 first,
@@ -161,8 +151,15 @@ class Store:
                 json.dumps(columns),
                 json.dumps(prices),
                 json.dumps(costs),
-            ),
-        )
+            )
+            for prefix, first, arm, due, columns, prices, costs in chunks
+        ]
+        with self.transaction():
+            self.db.executemany(
+                "INSERT INTO chunks (prefix, first, n, arm, due, data, prices, costs) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
 
     def report(
         self, event_id: str, outcome: str, quantity: int

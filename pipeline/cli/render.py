@@ -101,3 +101,38 @@ def services(title: str, rows: list[tuple[str, str, str]]) -> None:
     for row in rows:
         table.add_row(*row)
     out().print(table)
+
+
+def replay(figures: dict[str, Any]) -> None:
+    """Control vs treatment over the replay, and the overall uplift."""
+    table = Table(title="replay: control (rule) vs treatment (champion), overall")
+    for column in (
+        "arm",
+        "visitors",
+        "profit / visitor [95% CI]",
+        "conversion",
+        "margin",
+        "explored",
+    ):
+        table.add_column(column, justify="right" if column != "arm" else "left")
+    overall = figures["overall"]
+    for arm in ("control", "treatment"):
+        a = overall[arm]
+        if not a.get("visitors"):
+            table.add_row(arm, "0", "", "", "", "")
+            continue
+        lo, hi = a["profit_per_visitor_ci95"]
+        margin = "" if a["margin"] is None else f"{a['margin']:.1%}"
+        table.add_row(
+            arm,
+            f"{a['visitors']:,}",
+            f"{a['profit_per_visitor']:.3f} [{lo:.3f}, {hi:.3f}]",
+            f"{a['conversion']:.2%}",
+            margin,
+            f"{a['exploration_rate']:.1%}",
+        )
+    out().print(table)
+    c, t = overall["control"], overall["treatment"]
+    if c.get("visitors") and t.get("visitors") and c["profit_per_visitor"]:
+        uplift = t["profit_per_visitor"] / c["profit_per_visitor"] - 1
+        out().print(f"treatment profit per visitor vs control: {uplift:+.1%} (goal >= +15 %)")

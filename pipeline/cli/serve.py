@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.app import app, fail, say, settings
+from pipeline.cli.app import app, fail, parse_date, say, settings
 
 
 @app.command()
@@ -58,3 +58,53 @@ def serve(
     finally:
         if multiproc:
             shutil.rmtree(multiproc, ignore_errors=True)
+
+
+@app.command()
+def replay(
+    world: Annotated[
+        Path | None, typer.Option(help="the world whose visitors are played; default: bundled")
+    ] = None,
+    url: Annotated[str, typer.Option(help="the running pricing service")] = "http://127.0.0.1:8000",
+    days: Annotated[int, typer.Option(min=1, max=3650, help="days to play")] = 7,
+    start: Annotated[
+        str | None, typer.Option(help="first day (default: after the lake's last decisions)")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="visitors and outcomes")] = 0,
+    customers: Annotated[int, typer.Option(min=1, help="distinct customers who visit")] = 20_000,
+    nightly: Annotated[bool, typer.Option(help="run the nightly loop at each midnight")] = True,
+    data_dir: Annotated[Path | None, typer.Option(help="the service's data dir")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
+) -> None:
+    """The closed loop: a world's visitors against the running service (prices, outcomes), the
+    night on the service's own decision log at each midnight, the service following what was
+    promoted. Prints control vs treatment per day and overall: profit per visitor, conversion,
+    margin (95 % CIs)."""
+
+    import json
+
+    from pipeline.cli import render
+    from pipeline.orchestration.replay import Client
+    from pipeline.orchestration.replay import replay as play
+    from pipeline.tracking import require_tracking
+    from sim.world import load_world
+
+    config = settings(data_dir=data_dir)
+    if nightly:
+        require_tracking(config)
+    first = parse_date(start, "--start") if start else None
+    figures = play(
+        config,
+        load_world(world),
+        Client(url.rstrip("/"), config.admin_token),
+        first,
+        days,
+        seed,
+        customers,
+        nightly,
+        say,
+    )
+    render.replay(figures)
+    if json_out is not None:
+        json_out.write_text(json.dumps(figures, indent=1, default=str))
+        say(f"figures written to {json_out}")
