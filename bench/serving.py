@@ -9,8 +9,9 @@ state and no log). Then, on localhost, one after the other:
 
 - saturated throughput of ``POST /v1/price``, both services: ``wrk`` (Debian's package),
   ``--wrk-seconds`` s, 2 threads, 32 connections, requests spread over 100 SKUs and new customers;
-- a fixed 1,000 requests/s for ``--hey-seconds`` s: ``hey -q`` (Debian's package): p50/p99 and
-  errors, both services;
+- a fixed 1,000 requests/s for ``--hey-seconds`` s: ``hey -c 4 -q 250`` (Debian's package):
+  p50/p99 and errors, both services; and the service again with the same rate sent in bursts of
+  20 (``-c 20 -q 50``: hey's workers tick together);
 - a ``--skus``-SKU ``POST /v1/prices``: SKUs per second of the call as a client sees it (JSON
   both ways), for the first call of a period (decides every SKU) and the later ones (held);
 - the inference alone, one observation: the exported numpy network vs SB3 ``model.predict``.
@@ -133,7 +134,10 @@ def wrk(url: str, seconds: int, work: Path) -> dict[str, float]:
     }
 
 
-def hey(url: str, seconds: int, work: Path) -> dict[str, float]:
+def hey(url: str, seconds: int, work: Path, clients: int = 4) -> dict[str, float]:
+    """``clients`` workers at 1000/clients requests/s each. hey's workers tick in step, so 20
+    workers at 50/s send bursts of 20 requests every 20 ms: that measures the burst's queue more
+    than the service."""
     body = work / "body.json"
     body.write_text(json.dumps({"sku": "sku-00001", "customer_id": "hey", "inventory": 12}))
     out = subprocess.run(
@@ -284,6 +288,9 @@ def run(args: argparse.Namespace, work: Path) -> None:
             results[f"wrk_{name}"] = wrk(url, args.wrk_seconds, work)
             print(f"hey at 1,000 requests/s against the {name} ...", flush=True)
             results[f"hey_{name}"] = hey(url, args.hey_seconds, work)
+            if name == "service":
+                print("hey at 1,000 requests/s in bursts of 20 ...", flush=True)
+                results["hey_bursts"] = hey(url, args.hey_seconds, work, clients=20)
         print(f"a {args.skus}-SKU batch ...", flush=True)
         results["batch"] = batch(f"http://127.0.0.1:{ours_port}/v1/prices", args.skus, 5)
     results["inference"] = inference(agent, world_file)
@@ -307,6 +314,11 @@ def report(args: argparse.Namespace, r: dict[str, dict[str, float]]) -> None:
     print(f"{'1,000 req/s: p50 (ms)':34}{hs['p50_ms']:12.2f}{hr['p50_ms']:12.2f}")
     print(f"{'1,000 req/s: p99 (ms)':34}{hs['p99_ms']:12.2f}{hr['p99_ms']:12.2f}   (goal <= 5 ms)")
     print(f"{'1,000 req/s: errors':34}{hs['errors']:12.0f}{hr['errors']:12.0f}   (goal 0)")
+    hb = r["hey_bursts"]
+    print(
+        f"1,000 req/s sent in bursts of 20 (hey -c 20 -q 50): service p50 {hb['p50_ms']:.2f} ms, "
+        f"p99 {hb['p99_ms']:.2f} ms, {hb['errors']:.0f} errors"
+    )
     b = r["batch"]
     print(
         f"batch of {args.skus} SKUs: {b['first_skus_per_s']:,.0f} SKUs/s deciding, "

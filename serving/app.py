@@ -33,6 +33,7 @@ from serving.schemas import (
     SkuState,
 )
 from serving.service import (
+    PERSIST_SECONDS,
     Service,
     apply_knobs,
     background,
@@ -233,6 +234,11 @@ def _status_routes(app: FastAPI) -> None:
     async def outcome(report: OutcomeReport) -> dict[str, str]:
         svc = _svc(app)
         status, row = svc.decisions.report(report.event_id, report.outcome, report.quantity)
+        for _ in range(4):  # another worker may hold the decision for up to PERSIST_SECONDS
+            if status != "unknown":
+                break
+            await asyncio.sleep(PERSIST_SECONDS * 1.5)
+            status, row = svc.decisions.report(report.event_id, report.outcome, report.quantity)
         if status == "unknown":
             raise HTTPException(
                 404,

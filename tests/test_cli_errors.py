@@ -192,6 +192,24 @@ CASES = {
         ExitCode.BAD_INPUT,
         ["nope.json"],
     ),
+    "nightly: a list setting not written as JSON": (
+        ["nightly", "--date", "2026-01-09"],
+        {"PRICING_ALGOS": "ppo"},
+        ExitCode.BAD_INPUT,
+        ["algos", "JSON"],
+    ),
+    "serve: invalid service setting": (
+        ["serve", "--port", "1"],
+        {"PRICING_SERVE_TREATMENT_SHARE": "1.5"},
+        ExitCode.BAD_INPUT,
+        ["treatment_share"],
+    ),
+    "replay: no service there": (
+        ["replay", "--url", "http://127.0.0.1:9", "--no-nightly"],
+        {},
+        ExitCode.UNAVAILABLE,
+        ["pricing serve", "127.0.0.1:9"],
+    ),
     "up: invalid settings": (
         ["up", "--data-dir", "data"],
         {"PRICING_LOCK_URI": "mysql://somewhere/locks"},

@@ -83,6 +83,11 @@ def explain(err: BaseException) -> tuple[ExitCode, str]:
         return ExitCode.BAD_INPUT, str(err)
     if isinstance(err, FileNotFoundError | PermissionError | IsADirectoryError):
         return ExitCode.BAD_INPUT, str(err)
+    if type(err).__name__ == "SettingsError" and "pydantic_settings" in type(err).__module__:
+        return ExitCode.BAD_INPUT, (
+            f"invalid setting: {err}; a list or tuple setting is written as JSON, e.g. "
+            """PRICING_ALGOS='["ppo"]'"""
+        )
     return ExitCode.INTERNAL, f"unexpected {type(err).__name__}: {err}"
 
 

@@ -108,3 +108,46 @@ def replay(
     if json_out is not None:
         json_out.write_text(json.dumps(figures, indent=1, default=str))
         say(f"figures written to {json_out}")
+
+
+@app.command()
+def rollout(
+    url: Annotated[str, typer.Option(help="the running pricing service")] = "http://127.0.0.1:8000",
+    date: Annotated[
+        str | None, typer.Option(help="last day of the window (default: today, UTC)")
+    ] = None,
+    days: Annotated[int, typer.Option(min=1, max=90, help="days of served decisions judged")] = 1,
+    min_visitors: Annotated[int, typer.Option(min=1, help="per arm, to judge at all")] = 500,
+    dry_run: Annotated[bool, typer.Option(help="judge, but move nothing")] = False,
+    data_dir: Annotated[Path | None, typer.Option(help="the service's data dir")] = None,
+) -> None:
+    """One step of the staged rollout (5 → 10 → 25 → 50 % treatment): advance while the
+    guardrails hold on the served decisions (no sample-ratio mismatch, no significant conversion
+    loss, treatment margin above PRICING_MARGIN_FLOOR), back to 0 % when one trips (exit 2).
+    Every step is appended to the rollout ledger in the lake."""
+    import datetime as dt
+    import getpass
+
+    from pipeline.data.lake import open_lake
+    from pipeline.errors import ExitCode
+    from pipeline.ops.rollout import decide, record
+    from pipeline.orchestration.replay import Client
+
+    config = settings(data_dir=data_dir)
+    client = Client(url.rstrip("/"), config.admin_token)
+    share = float(client.call("GET", "/readyz")["treatment_share"])
+    last = parse_date(date, "--date") if date else dt.datetime.now(dt.UTC).date()
+    window = [last - dt.timedelta(days=i) for i in range(days - 1, -1, -1)]
+    lake = open_lake(config)
+    decision = decide(lake, window, share, config.margin_floor, min_visitors)
+    for reason in decision.reasons:
+        say(f"{decision.action}: {reason}")
+    if dry_run:
+        say(f"dry run: the share would go {share:.0%} → {decision.new_share:.0%}")
+        return
+    if decision.new_share != share:
+        client.call("POST", "/admin/ab", {"treatment_share": decision.new_share})
+    record(lake, decision, getpass.getuser())
+    say(f"treatment share {share:.0%} → {decision.new_share:.0%} (in the rollout ledger)")
+    if decision.action == "stop":
+        raise typer.Exit(ExitCode.STOPPED)

@@ -4,86 +4,16 @@ a SIGTERM in the middle of the load loses no decision and writes none twice."""
 from __future__ import annotations
 
 import http.client
-import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pandas as pd
-import pytest
 
-from pipeline.orchestration.procs import ProcessTree
-from tests.serving.conftest import TOKEN, Env
+from tests.serving.conftest import Env, Served
 
 SKUS = ("scarce", "overstock")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Served:
-    port: int
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def request(
-        self, conn: http.client.HTTPConnection, method: str, path: str, body: object = None
-    ) -> tuple[int, dict[str, object]]:
-        headers = {"Content-Type": "application/json"}
-        conn.request(method, path, None if body is None else json.dumps(body), headers)
-        r = conn.getresponse()
-        return r.status, json.loads(r.read() or b"{}")
-
-
-@pytest.fixture
-def served(env: Env, tmp_path: Path) -> Iterator[Served]:
-    env.champion()
-    port = _free_port()
-    log = tmp_path / "serve.log"
-    process_env = {
-        **os.environ,
-        "PRICING_DATA_DIR": str(env.settings.data_dir),
-        "PRICING_MODEL_NAME": env.settings.model_name,
-        "PRICING_ADMIN_TOKEN": TOKEN,
-        "PRICING_SERVE_TREATMENT_SHARE": "0.5",
-        "PRICING_SERVE_FLUSH_SECONDS": "0.5",
-    }
-    process_env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = [
-        str(Path(sys.executable).parent / "pricing"),
-        "serve",
-        "--port",
-        str(port),
-        "--workers",
-        "2",
-    ]
-    with ProcessTree(grace_s=5.0) as tree:
-        proc = tree.spawn(cmd, process_env, log)
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                conn.request("GET", "/readyz")
-                if conn.getresponse().status == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.3)
-        yield Served(port, proc, log)
-        assert not tree.pids() or proc.poll() is None  # the test stopped it, or the tree will
 
 
 @dataclass
