@@ -10,7 +10,13 @@ import pandas as pd
 import pytest
 from scipy.stats import poisson
 
-from pipeline.model.logged import UNIT_COLUMNS, decision_units, logged_market, target_probs
+from pipeline.model.logged import (
+    UNIT_COLUMNS,
+    decision_units,
+    logged_market,
+    served_decision_units,
+    target_probs,
+)
 from pipeline.model.ope import (
     RidgeRewardModel,
     cross_fit,
@@ -450,3 +456,20 @@ def test_bad_inputs_fail_with_a_message(world: World, logged: tuple) -> None:
     with pytest.raises(ValueError, match="shape"):
         snips(units, np.ones((3, 5)) / 5)
     assert decision_units(decisions.iloc[:0], world).empty
+
+
+def test_a_served_log_is_rebuilt_arm_by_arm(world: World, logged: tuple) -> None:
+    """The pricing service logs two arms, each holding its own price per SKU and period: one
+    SKU-step then holds two decisions, which `served_decision_units` rebuilds separately."""
+    decisions, units, _ = logged
+    control = decisions.assign(ab_arm="control")
+    treatment = decisions.assign(ab_arm="treatment", propensity=decisions["propensity"] * 0.5)
+    served = pd.concat([control, treatment], ignore_index=True)
+    with pytest.raises(ValueError, match="split the log by A/B arm"):
+        decision_units(served, world, season_start=START)
+    both = served_decision_units(served, world, season_start=START)
+    assert len(both) == 2 * len(units)
+    for arm, part in both.groupby("ab_arm"):
+        expected = units["propensity"] * (0.5 if arm == "treatment" else 1.0)
+        assert np.allclose(part.sort_values(["decision_ts", "sku_index"])["propensity"], expected)
+    assert served_decision_units(control, world, season_start=START).equals(units)

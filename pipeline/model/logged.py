@@ -150,6 +150,25 @@ def decision_units(
     return u[list(UNIT_COLUMNS)]
 
 
+def served_decision_units(
+    decisions: pd.DataFrame,
+    world: World,
+    season_start: dt.date | pd.Timestamp | None = None,
+) -> pd.DataFrame:
+    """`decision_units` of a log the pricing service wrote: each A/B arm holds its own price per
+    SKU and period, so each arm is a logging policy of its own, rebuilt on its own and then
+    pooled (every unit keeps its own logging propensity, which is all an importance-weighted
+    estimate needs). A log with one arm or none is `decision_units` itself."""
+    arms = decisions["ab_arm"].dropna().unique() if "ab_arm" in decisions else []
+    if len(arms) < 2:
+        return decision_units(decisions, world, season_start)
+    parts = [
+        decision_units(decisions[decisions["ab_arm"] == arm], world, season_start) for arm in arms
+    ]
+    units = pd.concat(parts, ignore_index=True)
+    return units.sort_values(["decision_ts", "sku_index"], kind="stable").reset_index(drop=True)
+
+
 def _check_log(decisions: pd.DataFrame, world: World, params: MarketParams) -> dict[str, int]:
     """The SKU index of the world's catalogue, once the log is known to fit the world."""
     missing = [c for c in REQUIRED_DECISION_COLUMNS if c not in decisions.columns]

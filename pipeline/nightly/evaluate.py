@@ -22,7 +22,7 @@ from pipeline.contracts import evaluation_report_path
 from pipeline.data.lake import Lake, open_lake
 from pipeline.model.artifacts import AgentPolicy
 from pipeline.model.evaluation import Evaluation, baselines, evaluate
-from pipeline.model.logged import decision_units, logged_market, target_probs
+from pipeline.model.logged import logged_market, served_decision_units, target_probs
 from pipeline.model.ope import RidgeRewardModel, ope_compare
 from pipeline.model.plots import action_mix, price_trajectories, profit_distribution, save_figures
 from pipeline.nightly.results import Evaluated
@@ -114,7 +114,7 @@ def _off_policy(
     try:
         # logged seasons start on the first day the lake holds (as `pricing history` writes them)
         first = lake.list_dates("raw", "decisions")[0]
-        units = decision_units(decisions, world, season_start=pd.Timestamp(first, tz="UTC"))
+        units = served_decision_units(decisions, world, season_start=pd.Timestamp(first, tz="UTC"))
         # agents act greedily in service, so their logged-state probabilities are greedy too
         pa = target_probs(candidate, logged_market(units, world), greedy=True)
         pb = target_probs(incumbent, logged_market(units, world), greedy=True)
