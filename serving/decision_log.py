@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from typing import Any
@@ -24,6 +25,7 @@ from serving.store import Store
 from sim.feeds import DECISIONS, VIEW
 
 log = logging.getLogger("pricing.serve")
+EXPORT_CHUNKS = 20_000  # requests per exported batch
 
 
 def default_writer_id() -> str:
@@ -41,6 +43,7 @@ class DecisionLog:
         self.store = store
         self.lake = lake
         self._pending: list[tuple[Any, ...]] = []
+        self._exporting = threading.Lock()  # one thread at a time on the export connection
         self.writer_id = writer_id.replace("/", "-") or default_writer_id()
         self.window_s = window_s
         self.prefix = uuid.uuid4().hex[:12]
@@ -84,24 +87,29 @@ class DecisionLog:
     def flush(self, everything: bool = False) -> int:
         """Export due decisions (every waiting one when ``everything``); returns rows written.
         A batch stamped but not written before (a crash mid-export) is written first."""
+        with self._exporting:
+            return self._flush(everything)
+
+    def waiting(self) -> int:
+        """Decisions stored and not yet exported (on the export connection)."""
+        with self._exporting:
+            return self.store.waiting()
+
+    def _flush(self, everything: bool) -> int:
         written = 0
         for batch in self.store.pending_batches():
             written += self._export(batch)
-        batch = f"{self.writer_id}-{time.time_ns():x}"
-        if self.store.stamp(batch, everything):
+        while True:  # in batches of at most EXPORT_CHUNKS requests: bounded memory
+            batch = f"{self.writer_id}-{time.time_ns():x}"
+            if not self.store.stamp(batch, everything, limit=EXPORT_CHUNKS):
+                return written
             written += self._export(batch)
-        return written
 
     def _export(self, batch: str) -> int:
         chunks, outcomes = self.store.batch_chunks(batch)
-        frames = [pd.DataFrame(c) for c in chunks]  # scalars broadcast over the chunk's rows
         rows = 0
-        if frames:
-            frame = pd.concat(frames, ignore_index=True)
-            joined = [outcomes.get(e, (VIEW, 0)) for e in frame["event_id"]]
-            frame["outcome"] = [o for o, _ in joined]
-            frame["quantity"] = [q for _, q in joined]
-            frame = to_feed(frame)
+        if chunks:
+            frame = to_feed(_columns(chunks, outcomes))
             rows = len(frame)
             for day, part in frame.groupby(frame["ts"].dt.date, sort=True):
                 self.lake.add_part(
@@ -110,6 +118,22 @@ class DecisionLog:
         self.store.drop_batch(batch)
         log.info("decision log: %d decisions written (batch %s)", rows, batch)
         return rows
+
+
+def _columns(chunks: list[dict[str, Any]], outcomes: dict[str, tuple[str, int]]) -> pd.DataFrame:
+    """The chunks' rows as one frame (a scalar stands for every row of its chunk), each joined
+    with its reported outcome (``view`` when none was)."""
+    names = [n for n in DECISIONS.names if n not in ("outcome", "quantity")]
+    columns: dict[str, list[Any]] = {n: [] for n in names}
+    for chunk in chunks:
+        n = len(chunk["event_id"])
+        for name in names:
+            value = chunk[name]
+            columns[name].extend(value if isinstance(value, list) else [value] * n)
+    joined = [outcomes.get(e, (VIEW, 0)) for e in columns["event_id"]]
+    columns["outcome"] = [o for o, _ in joined]
+    columns["quantity"] = [q for _, q in joined]
+    return pd.DataFrame(columns)
 
 
 def to_feed(frame: pd.DataFrame) -> pd.DataFrame:

@@ -167,7 +167,8 @@ async def background(svc: Service) -> None:
             if time.monotonic() >= next_flush:
                 next_flush = time.monotonic() + svc.serve.flush_seconds
                 await asyncio.to_thread(svc.decisions.flush)
-            metrics.WAITING.set(svc.store.waiting())
+                # a count over every waiting chunk: on the log's connection, off the event loop
+                metrics.WAITING.set(await asyncio.to_thread(svc.decisions.waiting))
         except Exception:
             log.exception("background round failed; retrying")
 

@@ -38,8 +38,13 @@ CREATE TABLE IF NOT EXISTS skus (
 CREATE TABLE IF NOT EXISTS chunks (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     prefix TEXT NOT NULL, first INTEGER NOT NULL, n INTEGER NOT NULL,
-    arm TEXT NOT NULL, due REAL NOT NULL, batch TEXT,
-    data TEXT NOT NULL, prices TEXT NOT NULL, costs TEXT NOT NULL
+    arm TEXT NOT NULL, due REAL NOT NULL, batch TEXT
+);
+-- the rows themselves apart, so that counting and stamping chunks reads narrow rows only
+CREATE TABLE IF NOT EXISTS chunk_data (
+    prefix TEXT NOT NULL, first INTEGER NOT NULL,
+    data TEXT NOT NULL, prices TEXT NOT NULL, costs TEXT NOT NULL,
+    PRIMARY KEY (prefix, first)
 );
 CREATE INDEX IF NOT EXISTS chunks_events ON chunks (prefix, first);
 CREATE INDEX IF NOT EXISTS chunks_batch ON chunks (batch, due);
@@ -141,24 +146,18 @@ class Store:
         """Requests' prices, one row each: (prefix, first, arm, due, columns, prices, costs),
         ``columns`` mapping each decisions column but the outcome's to a list (one value per
         price) or a scalar (the same for all). One transaction for all."""
-        rows = [
-            (
-                prefix,
-                first,
-                len(prices),
-                arm,
-                due,
-                json.dumps(columns),
-                json.dumps(prices),
-                json.dumps(costs),
-            )
-            for prefix, first, arm, due, columns, prices, costs in chunks
-        ]
         with self.transaction():
             self.db.executemany(
-                "INSERT INTO chunks (prefix, first, n, arm, due, data, prices, costs) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
+                "INSERT INTO chunks (prefix, first, n, arm, due) VALUES (?, ?, ?, ?, ?)",
+                [(c[0], c[1], len(c[5]), c[2], c[3]) for c in chunks],
+            )
+            self.db.executemany(
+                "INSERT INTO chunk_data (prefix, first, data, prices, costs) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [
+                    (prefix, first, json.dumps(columns), json.dumps(prices), json.dumps(costs))
+                    for prefix, first, _, _, columns, prices, costs in chunks
+                ],
             )
 
     def report(
@@ -176,8 +175,9 @@ class Store:
             return "unknown", None
         with self.transaction():
             found = self.db.execute(
-                "SELECT id, first, arm, prices, costs FROM chunks WHERE prefix = ? AND "
-                "first <= ? AND first + n > ? AND batch IS NULL",
+                "SELECT c.id, c.first, c.arm, d.prices, d.costs FROM chunks c JOIN chunk_data d "
+                "ON d.prefix = c.prefix AND d.first = c.first WHERE c.prefix = ? AND "
+                "c.first <= ? AND c.first + c.n > ? AND c.batch IS NULL",
                 (prefix, n, n),
             ).fetchone()
             if found is None:
@@ -193,11 +193,16 @@ class Store:
         i = n - first
         return "ok", (str(arm), float(json.loads(prices)[i]), float(json.loads(costs)[i]))
 
-    def stamp(self, batch: str, everything: bool = False) -> int:
-        """Mark the chunks due for export (all when ``everything``) with ``batch``."""
+    def stamp(self, batch: str, everything: bool = False, limit: int = 20_000) -> int:
+        """Mark up to ``limit`` chunks due for export (any waiting one when ``everything``),
+        oldest first, with ``batch``. The usual query walks the (batch, due) index, not the
+        table, while it holds the write lock."""
+        due = "" if everything else "AND due <= ?"
+        args: tuple[Any, ...] = (batch,) if everything else (batch, time.time())
         cur = self.db.execute(
-            "UPDATE chunks SET batch = ? WHERE batch IS NULL AND (? OR due <= ?)",
-            (batch, int(everything), time.time()),
+            "UPDATE chunks SET batch = ? WHERE id IN (SELECT id FROM chunks WHERE batch IS NULL "
+            f"{due} ORDER BY id LIMIT {int(limit)})",
+            args,
         )
         return cur.rowcount
 
@@ -210,7 +215,9 @@ class Store:
         chunks = [
             json.loads(r[0])
             for r in self.db.execute(
-                "SELECT data FROM chunks WHERE batch = ? ORDER BY id", (batch,)
+                "SELECT d.data FROM chunks c JOIN chunk_data d ON d.prefix = c.prefix AND "
+                "d.first = c.first WHERE c.batch = ? ORDER BY c.id",
+                (batch,),
             )
         ]
         outcomes = self.db.execute(
@@ -224,6 +231,11 @@ class Store:
         with self.transaction():
             self.db.execute(
                 "DELETE FROM outcomes WHERE chunk IN (SELECT id FROM chunks WHERE batch = ?)",
+                (batch,),
+            )
+            self.db.execute(
+                "DELETE FROM chunk_data WHERE (prefix, first) IN "
+                "(SELECT prefix, first FROM chunks WHERE batch = ?)",
                 (batch,),
             )
             self.db.execute("DELETE FROM chunks WHERE batch = ?", (batch,))

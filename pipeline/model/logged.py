@@ -127,7 +127,7 @@ def decision_units(
 
     Raises:
         ValueError: a required column is missing, a SKU is not in the world, an action is out of
-            range, a propensity is not in (0, 1], or the logged action, propensity, price or stock
+            range, a propensity is not in (0, 1], or the logged action, propensity or price
             varies within a SKU-step.
     """
     if len(decisions) == 0:
@@ -245,7 +245,9 @@ _PER_VISITOR = ["views", "carts", "abandons", "units", "revenue", "margin"]
 def _group_units(rows: pd.DataFrame) -> pd.DataFrame:
     """The visitors of each SKU-step as one decision unit; one decision per SKU-step expected."""
     g = rows.groupby(["sku_index", "step"], sort=True)
-    constant = ["action", "propensity", "price", "inventory"]
+    # Stock may fall during a step as visitors buy (a live service logs each visitor's stock):
+    # the decision's state is the stock when the step began, the most of them.
+    constant = ["action", "propensity", "price"]
     spread = g[constant].max() - g[constant].min()
     varies = [c for c in constant if (spread[c].abs() > 1e-9).any()]
     if varies:
@@ -253,7 +255,9 @@ def _group_units(rows: pd.DataFrame) -> pd.DataFrame:
             f"the logged {', '.join(varies)} vary within a SKU-step; one decision per SKU and "
             "step is expected (split the log by A/B arm or policy first)"
         )
-    return pd.concat([g[_PER_DECISION].first(), g[_PER_VISITOR].sum()], axis=1).reset_index()
+    first = g[_PER_DECISION].first()
+    first["inventory"] = g["inventory"].max()
+    return pd.concat([first, g[_PER_VISITOR].sum()], axis=1).reset_index()
 
 
 def _add_state_and_reward(
