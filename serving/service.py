@@ -20,7 +20,7 @@ from serving.decision_log import DecisionLog
 from serving.market import DEFAULT_ANCHOR, LiveWorld
 from serving.store import Store
 from sim.catalogue import apply_catalogue
-from sim.world import World
+from sim.world import MarketParams, World
 
 log = logging.getLogger("pricing.serve")
 
@@ -74,9 +74,8 @@ def build_world(
     return LiveWorld(world, anchor, source)
 
 
-def _fits(champion: Champion, live: LiveWorld) -> str | None:
+def _fits(champion: Champion, params: MarketParams) -> str | None:
     """Why the champion cannot price in this world, or None."""
-    params = live.params(0)
     n_obs = params.obs_dim
     inputs = champion.policy.weights[0].shape[0]
     outputs = champion.policy.weights[-1].shape[1]
@@ -89,35 +88,42 @@ def _fits(champion: Champion, live: LiveWorld) -> str | None:
     return None
 
 
-def _adopt(svc: Service) -> None:
-    """Serve the holder's champion if it fits the live world (rebuilt around it)."""
-    champion = svc.holder.current
-    if champion is not None:
-        live = build_world(svc.settings, svc.serve, svc.lake, champion)
-        why = _fits(champion, live)
-        if why is None:
-            svc.pricer.live, svc.pricer.champion = live, champion
-            svc.pricer.forget_cache()
-            svc.reason = svc.holder.reason
-            metrics.CHAMPION.set(int(champion.version))
-            return
-        svc.reason = why
-    else:
+def _prepare(svc: Service, champion: Champion | None) -> tuple[LiveWorld, str | None]:
+    """The heavy part, off the event loop: the world around ``champion`` (else the base world)
+    with its current season compiled (a large catalogue takes seconds), and why the champion
+    cannot price in it (None: it can)."""
+    live = build_world(svc.settings, svc.serve, svc.lake, champion)
+    now = live.clock.period(dt.datetime.now(dt.UTC))
+    params = live.params(live.clock.season_and_step(now)[0])
+    return live, (_fits(champion, params) if champion is not None else None)
+
+
+def _swap(svc: Service, champion: Champion | None, live: LiveWorld, why: str | None) -> None:
+    """The light part, on the event loop: serve ``champion`` in ``live`` if it fits."""
+    if champion is not None and why is None:
+        svc.pricer.live, svc.pricer.champion = live, champion
+        svc.pricer.forget_cache()
         svc.reason = svc.holder.reason
+        metrics.CHAMPION.set(int(champion.version))
+        return
+    svc.reason = why or svc.holder.reason
     svc.pricer.champion = None
     metrics.CHAMPION.set(0)
 
 
 async def refresh(svc: Service) -> None:
     changed = await asyncio.to_thread(svc.holder.refresh)
-    if svc.holder.failed_loads:
-        svc.reason = svc.holder.reason if svc.pricer.champion is None else svc.reason
+    if svc.holder.failed_loads and svc.pricer.champion is None:
+        svc.reason = svc.holder.reason
     key = _catalogue_key(svc.lake)
     if changed:
         metrics.RELOADS.labels("ok").inc()
-        _adopt(svc)
+        champion = svc.holder.current
+        live, why = await asyncio.to_thread(_prepare, svc, champion)
+        _swap(svc, champion, live, why)
     elif key != svc.catalogue_key:
-        svc.pricer.live = build_world(svc.settings, svc.serve, svc.lake, svc.pricer.champion)
+        live, _ = await asyncio.to_thread(_prepare, svc, svc.pricer.champion)
+        svc.pricer.live = live
         svc.pricer.forget_cache()
     svc.catalogue_key = key
 
@@ -184,7 +190,13 @@ def start_service(settings: Settings, serve: ServeSettings) -> Service:
     )
     svc = Service(settings, serve, lake, store, holder, Pricer(serve, store, live), decisions)
     svc.catalogue_key = _catalogue_key(lake)
-    _adopt(svc)
+    champion = holder.current
+    if champion is not None:
+        live, why = _prepare(svc, champion)
+        _swap(svc, champion, live, why)
+    else:  # the base world, its current season compiled before the first request
+        svc.pricer.live, _ = _prepare(svc, None)
+        svc.reason = holder.reason
     if holder.failed_loads:
         metrics.RELOADS.labels("failed").inc(holder.failed_loads)
     elif holder.current is not None:
