@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.data.lake import Lake
 from pipeline.errors import PricingError, Unavailable
 from pipeline.settings import Settings
 from sim.feeds import ABANDON, CART, PURCHASE, TRANSACTIONS, VIEW
@@ -124,6 +125,42 @@ class Shelf:
 
     def __post_init__(self) -> None:
         self.counts = np.zeros((len(self.inventory), 3), dtype=np.int64)
+
+
+SHELF_PATH = "reports/replay/shelf.json"  # where a replay leaves the world's state for the next
+
+
+def save_shelf(lake: Lake, world: World, next_day: dt.date, state: dict[str, Any]) -> None:
+    """The world's state at the end of a replay, so that the next one (from ``next_day``) goes
+    on from it instead of restocking a season in its middle."""
+    shelf: Shelf = state["shelf"]
+    payload = {
+        "world": world.fingerprint(),
+        "next_day": next_day.isoformat(),
+        "season": state["season"],
+        "inventory": shelf.inventory.tolist(),
+        "comp": shelf.comp.tolist(),
+        "counts": shelf.counts.tolist(),
+        "last_level": [[k, arm, level] for (k, arm), level in shelf.last_level.items()],
+    }
+    lake.write_bytes(SHELF_PATH, json.dumps(payload).encode())
+
+
+def load_shelf(lake: Lake, world: World, day: dt.date, anchor: dt.datetime) -> dict[str, Any]:
+    """The state an earlier replay left for ``day`` in this world, else empty (a fresh shelf)."""
+    if not lake.exists(SHELF_PATH):
+        return {}
+    saved = json.loads(lake.read_bytes(SHELF_PATH))
+    if saved.get("world") != world.fingerprint() or saved.get("next_day") != day.isoformat():
+        return {}
+    season = int(saved["season"])
+    begin = anchor + dt.timedelta(hours=season * world.horizon.steps * world.horizon.step_hours)
+    shelf = new_shelf(world, begin)
+    shelf.inventory = np.array(saved["inventory"], dtype=np.int64)
+    shelf.comp = np.array(saved["comp"], dtype=np.int64)
+    shelf.counts = np.array(saved["counts"], dtype=np.int64)
+    shelf.last_level = {(int(k), str(arm)): int(level) for k, arm, level in saved["last_level"]}
+    return {"season": season, "shelf": shelf}
 
 
 def season_params(world: World, start: dt.datetime) -> MarketParams:
@@ -284,11 +321,14 @@ def replay(
         dates = lake.list_dates("raw", "decisions")
         start = dates[-1] + dt.timedelta(days=1) if dates else anchor.date()
     rng = np.random.default_rng(seed)
-    state: dict[str, Any] = {}
+    state = load_shelf(lake, world, start, anchor)
+    if not state:
+        say(f"{start}: a fresh shelf (stock as at a season's start)")
     overall, per_day = Tally(), []
     for i in range(days):
         day = start + dt.timedelta(days=i)
         played = play_day(client, world, anchor, day, state, rng, customers)
+        save_shelf(lake, world, day + dt.timedelta(days=1), state)
         written = client.call("POST", "/admin/flush")["written"]
         lake.write_partition("raw", "transactions", day, played.transactions)
         served = client.call("GET", "/readyz")
@@ -316,13 +356,19 @@ def replay(
 
 
 def day_line(f: dict[str, Any], written: int) -> str:
-    parts = [f"{f['date']}: {written} decisions logged"]
+    champion = f"v{f['champion']}" if f["champion"] else "none (fallback)"
+    parts = [
+        f"{f['date']}: {written} decisions logged, champion {champion}, "
+        f"treatment share {f['treatment_share']:.0%}"
+    ]
     for arm in ARMS:
         a = f[arm]
         if a.get("visitors"):
+            lo, hi = a["profit_per_visitor_ci95"]
             parts.append(
-                f"{arm} {a['visitors']} visitors, profit/visitor {a['profit_per_visitor']:.3f}, "
-                f"conversion {a['conversion']:.1%}"
+                f"{arm} {a['visitors']} visitors, profit/visitor {a['profit_per_visitor']:.3f} "
+                f"[{lo:.3f}, {hi:.3f}], conversion {a['conversion']:.1%}, "
+                f"explored {a['exploration_rate']:.1%}"
             )
     night = f.get("night")
     if night:

@@ -64,3 +64,26 @@ def test_a_replayed_day_trains_the_next_candidate(env: Env, served: Served, tmp_
     assert served_log["policy_id"].str.startswith("champion-v").any()
     reg = Registry(env.settings, env.lake)
     assert reg.find_version(replayed.isoformat(), "ppo") is not None
+
+
+def test_a_replay_goes_on_from_the_shelf_the_last_one_left(env: Env) -> None:
+    """Stock, the competitor's state and the last prices carry over to the next day's replay;
+    another day or another world starts from a fresh shelf."""
+    import numpy as np
+
+    from pipeline.orchestration.replay import load_shelf, new_shelf, save_shelf
+
+    anchor = dt.datetime.combine(ANCHOR, dt.time(0), tzinfo=dt.UTC)
+    shelf = new_shelf(env.world, anchor)
+    shelf.inventory = shelf.inventory - 3
+    shelf.comp = np.ones_like(shelf.comp)
+    shelf.last_level = {(1, "treatment"): 7}
+    nxt = ANCHOR + dt.timedelta(days=2)
+    save_shelf(env.lake, env.world, nxt, {"season": 0, "shelf": shelf})
+    state = load_shelf(env.lake, env.world, nxt, anchor)
+    assert state["season"] == 0
+    assert (state["shelf"].inventory == shelf.inventory).all()
+    assert (state["shelf"].comp == 1).all() and state["shelf"].last_level == {(1, "treatment"): 7}
+    assert load_shelf(env.lake, env.world, nxt + dt.timedelta(days=1), anchor) == {}
+    other = env.world.model_copy(update={"name": "other"})
+    assert load_shelf(env.lake, other, nxt, anchor) == {}
