@@ -155,18 +155,22 @@ def start(
                 tree.spawn(mlflow_cmd, env, log),
             )
         )
+        # The service reads the registry through the MLflow server, once it answers: two
+        # processes migrating one fresh SQLite store at the same time break its schema.
+        _wait_until_up(components[1:], timeout_s, say)
         log = data_dir / "pricing-serve.log"
         serve_cmd = [str(bin_dir / "pricing"), "serve", "--port", str(serve_port)]
+        serve_env = {**env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}"}
         components.append(
             Component(
                 "Pricing service",
                 f"http://localhost:{serve_port}",
                 f"http://127.0.0.1:{serve_port}/readyz",
                 log,
-                tree.spawn(serve_cmd, env, log),
+                tree.spawn(serve_cmd, serve_env, log),
             )
         )
-        _wait_until_up(components, timeout_s, say)
+        _wait_until_up([c for c in components if c.name != "MLflow"], timeout_s, say)
     except BaseException:
         tree.stop()
         raise
