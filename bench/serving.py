@@ -16,7 +16,7 @@ state and no log). Then, on localhost, one after the other:
   both ways), for the first call of a period (decides every SKU) and the later ones (held);
 - the inference alone, one observation: the exported numpy network vs SB3 ``model.predict``.
 
-Goals (issue "Serving"): ≥ 2x the reference's saturated throughput; p99 ≤ 5 ms with zero errors at
+Goals: ≥ 2x the reference's saturated throughput; p99 ≤ 5 ms with zero errors at
 1,000 requests/s; ≥ 200,000 SKUs/s in the batch; ≥ 10x faster inference.
 
     python bench/serving.py [--workers 2] [--skus 10000] [--wrk-seconds 15] [--hey-seconds 30]
