@@ -49,6 +49,7 @@ def gate_decision_path(date: dt.date) -> str:
 LEDGER_PATH = "reports/promotions/ledger.jsonl"  # every champion move, one JSON line each
 ROLLOUT_LEDGER_PATH = "reports/rollout/ledger.jsonl"  # every move of the A/B treatment share
 ROLLOUT_STAGES = (0.05, 0.10, 0.25, 0.50)  # the treatment shares a rollout steps through
+REPLAY_SHELF_PATH = "reports/replay/shelf.json"  # the world's state a replay leaves for the next
 
 MONITOR_PREFIX = "reports/monitor"
 MONITOR_WATERMARK = f"{MONITOR_PREFIX}/watermark.json"  # end of the last published window

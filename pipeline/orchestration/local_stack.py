@@ -158,23 +158,28 @@ def start(
         # The service reads the registry through the MLflow server, once it answers: two
         # processes migrating one fresh SQLite store at the same time break its schema.
         _wait_until_up(components[1:], timeout_s, say)
-        log = data_dir / "pricing-serve.log"
-        serve_cmd = [str(bin_dir / "pricing"), "serve", "--port", str(serve_port)]
-        serve_env = {**env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}"}
-        components.append(
-            Component(
-                "Pricing service",
-                f"http://localhost:{serve_port}",
-                f"http://127.0.0.1:{serve_port}/readyz",
-                log,
-                tree.spawn(serve_cmd, serve_env, log),
-            )
-        )
+        components.append(_service(tree, env, data_dir, mlflow_port, serve_port))
         _wait_until_up([c for c in components if c.name != "MLflow"], timeout_s, say)
     except BaseException:
         tree.stop()
         raise
     return Stack(components, tree, password)
+
+
+def _service(
+    tree: ProcessTree, env: dict[str, str], data_dir: Path, mlflow_port: int, serve_port: int
+) -> Component:
+    """`pricing serve` on ``serve_port``, reading the registry through the MLflow server."""
+    log = data_dir / "pricing-serve.log"
+    cmd = [str(Path(sys.executable).parent / "pricing"), "serve", "--port", str(serve_port)]
+    serve_env = {**env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}"}
+    return Component(
+        "Pricing service",
+        f"http://localhost:{serve_port}",
+        f"http://127.0.0.1:{serve_port}/readyz",
+        log,
+        tree.spawn(cmd, serve_env, log),
+    )
 
 
 def _wait_until_up(

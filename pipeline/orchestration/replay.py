@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.contracts import REPLAY_SHELF_PATH
 from pipeline.data.lake import Lake
 from pipeline.errors import PricingError, Unavailable
 from pipeline.settings import Settings
@@ -127,9 +128,6 @@ class Shelf:
         self.counts = np.zeros((len(self.inventory), 3), dtype=np.int64)
 
 
-SHELF_PATH = "reports/replay/shelf.json"  # where a replay leaves the world's state for the next
-
-
 def save_shelf(lake: Lake, world: World, next_day: dt.date, state: dict[str, Any]) -> None:
     """The world's state at the end of a replay, so that the next one (from ``next_day``) goes
     on from it instead of restocking a season in its middle."""
@@ -143,14 +141,14 @@ def save_shelf(lake: Lake, world: World, next_day: dt.date, state: dict[str, Any
         "counts": shelf.counts.tolist(),
         "last_level": [[k, arm, level] for (k, arm), level in shelf.last_level.items()],
     }
-    lake.write_bytes(SHELF_PATH, json.dumps(payload).encode())
+    lake.write_bytes(REPLAY_SHELF_PATH, json.dumps(payload).encode())
 
 
 def load_shelf(lake: Lake, world: World, day: dt.date, anchor: dt.datetime) -> dict[str, Any]:
     """The state an earlier replay left for ``day`` in this world, else empty (a fresh shelf)."""
-    if not lake.exists(SHELF_PATH):
+    if not lake.exists(REPLAY_SHELF_PATH):
         return {}
-    saved = json.loads(lake.read_bytes(SHELF_PATH))
+    saved = json.loads(lake.read_bytes(REPLAY_SHELF_PATH))
     if saved.get("world") != world.fingerprint() or saved.get("next_day") != day.isoformat():
         return {}
     season = int(saved["season"])
