@@ -99,12 +99,15 @@ def _now(ts: dt.datetime | None) -> dt.datetime:
 
 def _answer(
     svc: Service,
-    arm: Arm,
-    ts: dt.datetime,
     customer_id: str,
+    when: dt.datetime | None,
     segment: str | None,
     items: list[SkuState],
-) -> tuple[int, list[Decision], list[str]]:
+) -> tuple[Arm, list[Decision], list[str], str]:
+    """The visitor's arm, each item's decision, their event ids (logged), and when the prices
+    stop holding."""
+    ts = _now(when)
+    arm = svc.pricer.arm(customer_id)
     try:
         period, decisions = svc.pricer.price(arm, ts, items)
     except UnknownSku as err:
@@ -151,7 +154,13 @@ def _answer(
     clipped = sum(d.clipped for d in decisions)
     if clipped:
         metrics.CLIPS.labels(arm).inc(clipped)
-    return period, decisions, ids
+    return arm, decisions, ids, svc.pricer.live.clock.period_start(period + 1).isoformat()
+
+
+def _json(answer: dict[str, Any], policy: str, endpoint: str, started: float) -> Response:
+    body = json.dumps(answer).encode()
+    metrics.LATENCY.labels(endpoint).observe(time.perf_counter() - started)
+    return Response(body, media_type="application/json", headers={"X-Pricing-Policy": policy})
 
 
 def _price_answer(d: Decision, arm: Arm, event_id: str, until: str) -> dict[str, Any]:
@@ -194,23 +203,17 @@ def _routes(app: FastAPI) -> None:
     @app.post("/v1/price", response_model=PriceAnswer)
     async def price(req: PriceRequest) -> Response:
         started = time.perf_counter()
-        svc = _svc(app)
-        ts = _now(req.ts)
-        arm = svc.pricer.arm(req.customer_id)
-        period, (d,), (event_id,) = _answer(svc, arm, ts, req.customer_id, req.segment, [req])
-        until = svc.pricer.live.clock.period_start(period + 1).isoformat()
-        body = json.dumps(_price_answer(d, arm, event_id, until)).encode()
-        metrics.LATENCY.labels("price").observe(time.perf_counter() - started)
-        return Response(body, media_type="application/json", headers={"X-Pricing-Policy": d.policy})
+        arm, (d,), (event_id,), until = _answer(
+            _svc(app), req.customer_id, req.ts, req.segment, [req]
+        )
+        return _json(_price_answer(d, arm, event_id, until), d.policy, "price", started)
 
     @app.post("/v1/prices", response_model=PricesAnswer)
     async def prices(req: PricesRequest) -> Response:
         started = time.perf_counter()
-        svc = _svc(app)
-        ts = _now(req.ts)
-        arm = svc.pricer.arm(req.customer_id)
-        period, decisions, ids = _answer(svc, arm, ts, req.customer_id, req.segment, req.items)
-        until = svc.pricer.live.clock.period_start(period + 1).isoformat()
+        arm, decisions, ids, until = _answer(
+            _svc(app), req.customer_id, req.ts, req.segment, req.items
+        )
         answer = {
             "arm": arm,
             "policy": decisions[0].policy,
@@ -219,11 +222,7 @@ def _routes(app: FastAPI) -> None:
                 _price_answer(d, arm, i, until) for d, i in zip(decisions, ids, strict=True)
             ],
         }
-        body = json.dumps(answer).encode()
-        metrics.LATENCY.labels("prices").observe(time.perf_counter() - started)
-        return Response(
-            body, media_type="application/json", headers={"X-Pricing-Policy": decisions[0].policy}
-        )
+        return _json(answer, decisions[0].policy, "prices", started)
 
     _status_routes(app)
     _admin_routes(app)

@@ -32,7 +32,7 @@ from serving.config import ServeSettings
 from serving.market import LiveWorld
 from serving.schemas import Arm, PolicyName, SkuState
 from serving.store import Store
-from sim.market import Market
+from sim.market import Market, ladder_level
 from sim.policies import RulePolicy
 from sim.world import MarketParams
 
@@ -214,7 +214,7 @@ class Pricer:
                 out[j] = last[i.sku]
             elif i.current_price is not None:
                 ratio = np.array([i.current_price / p.ref_price[k[j]]])
-                out[j] = self.live.nearest_level(p, ratio)[0]
+                out[j] = ladder_level(p, ratio)[0]
         return out
 
     def _averages(

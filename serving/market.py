@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sim.history import episode_world
 from sim.market import Market, observe
 from sim.world import MarketParams, World
 
@@ -69,16 +70,10 @@ class LiveWorld:
         """The compiled world for the season that starts ``season`` horizons after the anchor."""
         if season not in self._params:
             start = self.clock.period_start(season * self.clock.steps)
-            horizon = self.world.horizon.model_copy(
-                update={"start_weekday": start.weekday(), "start_hour": start.hour}
-            )
             if len(self._params) > 4:
                 self._params.clear()
-            self._params[season] = self.world.model_copy(update={"horizon": horizon}).compile()
+            self._params[season] = episode_world(self.world, start).compile()
         return self._params[season]
-
-    def nearest_level(self, p: MarketParams, price_ratio: np.ndarray) -> np.ndarray:
-        return np.asarray(np.abs(p.ratios[None, :] - price_ratio[:, None]).argmin(axis=1))
 
     def market(
         self,

@@ -20,7 +20,7 @@ from serving.decision_log import DecisionLog
 from serving.market import DEFAULT_ANCHOR, LiveWorld
 from serving.store import Store
 from sim.catalogue import apply_catalogue
-from sim.world import MarketParams, World
+from sim.world import MarketParams
 
 log = logging.getLogger("pricing.serve")
 
@@ -55,17 +55,16 @@ def build_world(
     """The champion's world (else the night's base world) around the lake's latest catalogue."""
     from pipeline.nightly.steps import base_world
 
-    today = dt.datetime.now(dt.UTC).date()
     dates = catalogue_dates(lake)
-    if champion is not None:
-        world: World = champion.world
-        source = f"the world of v{champion.version}"
+    if champion is None:  # the night's base world already stands around the latest catalogue
+        latest = max(dates) if dates else dt.datetime.now(dt.UTC).date()
+        world, source = base_world(settings, lake, latest)
     else:
-        world, source = base_world(settings, lake, today)
-    snapshot = read_catalogue(lake, max(dates)) if dates else None
-    if snapshot is not None and settings.world_file is None:
-        world = apply_catalogue(world, snapshot[0])
-        source = f"{source}, catalogue {snapshot[1]}"
+        world, source = champion.world, f"the world of v{champion.version}"
+        snapshot = read_catalogue(lake, max(dates)) if dates else None
+        if snapshot is not None and settings.world_file is None:
+            world = apply_catalogue(world, snapshot[0])
+            source = f"{source}, catalogue {snapshot[1]}"
     anchor = serve.season_start or (
         dt.datetime.combine(dates[0], dt.time(0), tzinfo=dt.UTC) if dates else DEFAULT_ANCHOR
     )

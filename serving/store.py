@@ -72,43 +72,50 @@ class Store:
         self.db.close()
 
     # -- holds and SKU state -------------------------------------------------------------------
+    def _by_sku(
+        self,
+        sql: str,
+        skus: Sequence[str],
+        before: tuple[Any, ...] = (),
+        after: tuple[Any, ...] = (),
+    ) -> dict[str, tuple[Any, ...]]:
+        """The rows of ``sql`` keyed by their first column (the SKU), run over ``skus`` 500 at a
+        time (SQLite bounds a statement's parameters); ``{skus}`` in ``sql`` stands for them,
+        between the parameters ``before`` and ``after``."""
+        out: dict[str, tuple[Any, ...]] = {}
+        for i in range(0, len(skus), 500):
+            chunk = skus[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(sql.format(skus=marks), (*before, *chunk, *after))
+            out.update({r[0]: tuple(r[1:]) for r in rows})
+        return out
+
     def holds(self, arm: str, period: int, skus: Sequence[str]) -> dict[str, tuple[Any, ...]]:
         """The decided holds among ``skus`` for ``arm`` and ``period``."""
-        out: dict[str, tuple[Any, ...]] = {}
-        for chunk in _chunks(skus, 500):
-            marks = ",".join("?" * len(chunk))
-            rows = self.db.execute(
-                "SELECT sku, level, action, propensity, policy, version, explored, clipped "
-                f"FROM holds WHERE arm = ? AND period = ? AND sku IN ({marks})",
-                (arm, period, *chunk),
-            )
-            out.update({r[0]: r[1:] for r in rows})
-        return out
+        return self._by_sku(
+            "SELECT sku, level, action, propensity, policy, version, explored, clipped "
+            "FROM holds WHERE arm = ? AND period = ? AND sku IN ({skus})",
+            skus,
+            (arm, period),
+        )
 
     def last_levels(self, arm: str, period: int, skus: Sequence[str]) -> dict[str, int]:
         """Each SKU's latest held level for ``arm`` before ``period``."""
-        out: dict[str, int] = {}
-        for chunk in _chunks(skus, 500):
-            marks = ",".join("?" * len(chunk))
-            rows = self.db.execute(
-                "SELECT sku, level FROM holds h WHERE arm = ? AND sku IN "
-                f"({marks}) AND period = (SELECT MAX(period) FROM holds g WHERE g.sku = h.sku "
-                "AND g.arm = h.arm AND g.period < ?)",
-                (arm, *chunk, period),
-            )
-            out.update(dict(rows))
-        return out
+        rows = self._by_sku(
+            "SELECT sku, level FROM holds h WHERE arm = ? AND sku IN ({skus}) AND period = "
+            "(SELECT MAX(period) FROM holds g WHERE g.sku = h.sku AND g.arm = h.arm AND "
+            "g.period < ?)",
+            skus,
+            (arm,),
+            (period,),
+        )
+        return {sku: int(row[0]) for sku, row in rows.items()}
 
     def sku_states(self, skus: Sequence[str]) -> dict[str, tuple[int, float, float, float]]:
-        out: dict[str, tuple[int, float, float, float]] = {}
-        for chunk in _chunks(skus, 500):
-            marks = ",".join("?" * len(chunk))
-            rows = self.db.execute(
-                f"SELECT sku, period, velocity, views, carts FROM skus WHERE sku IN ({marks})",
-                tuple(chunk),
-            )
-            out.update({r[0]: (int(r[1]), r[2], r[3], r[4]) for r in rows})
-        return out
+        rows = self._by_sku(
+            "SELECT sku, period, velocity, views, carts FROM skus WHERE sku IN ({skus})", skus
+        )
+        return {sku: (int(r[0]), r[1], r[2], r[3]) for sku, r in rows.items()}
 
     def decide(
         self,
@@ -268,8 +275,3 @@ class _Transaction:
 
     def __exit__(self, kind: object, *_: object) -> None:
         self.db.execute("ROLLBACK" if kind else "COMMIT")
-
-
-def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]

@@ -32,7 +32,9 @@ class DayLogs:
     transactions: pd.DataFrame
 
 
-def _episode_world(world: World, start: dt.datetime) -> World:
+def episode_world(world: World, start: dt.datetime) -> World:
+    """``world`` with a selling season starting at ``start`` (its weekday and hour): what the
+    seasons of the logs, the pricing service and a replay are compiled from."""
     horizon = world.horizon.model_copy(
         update={"start_weekday": start.weekday(), "start_hour": start.hour}
     )
@@ -133,7 +135,7 @@ def generate_history(
     for g in range(total_steps):
         now = begin + dt.timedelta(hours=g * step_hours)
         if market is None or market.t[0] >= market.p.T:
-            ep_world = _episode_world(world, now)
+            ep_world = episode_world(world, now)
             market = Market(ep_world.compile(), n)
             idx = np.arange(n)
             market.reset(idx, idx)

@@ -113,6 +113,13 @@ def observe(
     return np.clip(obs, low, high)
 
 
+def ladder_level(p: MarketParams, ratio: np.ndarray) -> np.ndarray:
+    """The ladder level nearest each price ratio (price / reference price), clipped to the ladder."""
+    pr = p.world.pricing
+    level = np.rint((ratio - pr.price_min) / pr.price_step).astype(np.int64)
+    return np.asarray(np.clip(level, 0, p.L - 1))
+
+
 def make_streams(
     seed_source: np.random.Generator,
 ) -> tuple[np.random.Generator, np.random.Generator]:

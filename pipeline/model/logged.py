@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from sim.feeds import ABANDON, CARTED, DECISIONS, PURCHASE
-from sim.market import Market
+from sim.market import Market, ladder_level
 from sim.policies import Policy
 from sim.world import MarketParams, World
 
@@ -84,12 +84,6 @@ def _season_anchor(world: World, season_start: dt.date | pd.Timestamp | None) ->
         return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
     h = world.horizon
     return _EPOCH_MONDAY + pd.Timedelta(days=h.start_weekday, hours=h.start_hour)
-
-
-def _ladder_level(params: MarketParams, ratio: np.ndarray) -> np.ndarray:
-    pr = params.world.pricing
-    level = np.rint((ratio - pr.price_min) / pr.price_step).astype(np.int64)
-    return np.asarray(np.clip(level, 0, params.L - 1))
 
 
 def decision_units(
@@ -266,7 +260,7 @@ def _add_state_and_reward(
     """The state each decision was taken in (ladder levels, competitor state, EMAs) and the
     simulator's step reward, as columns of ``u``."""
     k = u["sku_index"].to_numpy()
-    level = _ladder_level(params, u["price"].to_numpy() / u["base_price"].to_numpy())
+    level = ladder_level(params, u["price"].to_numpy() / u["base_price"].to_numpy())
     comp_ref = np.array([s.competitor_reference for s in world.skus])[k]
     states = np.array([c.price_ratio for c in world.competitor.states])
     comp_rel = u["competitor_price"].to_numpy() / comp_ref

@@ -29,6 +29,8 @@ from pipeline.data.lake import Lake
 from pipeline.errors import PricingError, Unavailable
 from pipeline.settings import Settings
 from sim.feeds import ABANDON, CART, PURCHASE, TRANSACTIONS, VIEW
+from sim.history import episode_world
+from sim.market import ladder_level
 from sim.stats import mean_ci95
 from sim.world import MarketParams, World
 
@@ -152,8 +154,7 @@ def load_shelf(lake: Lake, world: World, day: dt.date, anchor: dt.datetime) -> d
     if saved.get("world") != world.fingerprint() or saved.get("next_day") != day.isoformat():
         return {}
     season = int(saved["season"])
-    begin = anchor + dt.timedelta(hours=season * world.horizon.steps * world.horizon.step_hours)
-    shelf = new_shelf(world, begin)
+    shelf = new_shelf(world, anchor, season)
     shelf.inventory = np.array(saved["inventory"], dtype=np.int64)
     shelf.comp = np.array(saved["comp"], dtype=np.int64)
     shelf.counts = np.array(saved["counts"], dtype=np.int64)
@@ -161,15 +162,10 @@ def load_shelf(lake: Lake, world: World, day: dt.date, anchor: dt.datetime) -> d
     return {"season": season, "shelf": shelf}
 
 
-def season_params(world: World, start: dt.datetime) -> MarketParams:
-    horizon = world.horizon.model_copy(
-        update={"start_weekday": start.weekday(), "start_hour": start.hour}
-    )
-    return world.model_copy(update={"horizon": horizon}).compile()
-
-
-def new_shelf(world: World, start: dt.datetime) -> Shelf:
-    p = season_params(world, start)
+def new_shelf(world: World, anchor: dt.datetime, season: int) -> Shelf:
+    """The shelf at the start of the ``season``-th season after ``anchor``."""
+    h = world.horizon
+    p = episode_world(world, anchor + dt.timedelta(hours=season * h.steps * h.step_hours)).compile()
     k = len(world.skus)
     return Shelf(p, p.initial_inventory.copy(), np.full(k, p.comp_initial, dtype=np.int64))
 
@@ -219,7 +215,7 @@ def _visit(
         },
     )
     arm, price = answer["arm"], float(answer["price"])
-    level = int(np.abs(p.ref_price[k] * p.ratios - price).argmin())
+    level = int(ladder_level(p, np.array([price / p.ref_price[k]]))[0])
     old = shelf.last_level.get((k, arm), level)
     shelf.last_level[(k, arm)] = level
     outcome = VIEW
@@ -259,8 +255,7 @@ def play_day(
         period = int((now - anchor).total_seconds() // (3600 * step_hours))
         season, t = divmod(period, world.horizon.steps)
         if state.get("season") != season:  # a new season: stock and prices start afresh
-            begin = anchor + dt.timedelta(hours=season * world.horizon.steps * step_hours)
-            state["season"], state["shelf"] = season, new_shelf(world, begin)
+            state["season"], state["shelf"] = season, new_shelf(world, anchor, season)
         shelf: Shelf = state["shelf"]
         p = shelf.params
         lam = p.arrivals[:, t][:, None] * p.seg_mix[t][None, :]

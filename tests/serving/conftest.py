@@ -31,6 +31,7 @@ from tests.conftest import register_tiny_version, tiny_world_dict
 
 ANCHOR = dt.date(2026, 1, 5)  # a Monday: the catalogue's first snapshot starts the seasons
 TOKEN = "test-admin-token"
+PRICING = str(Path(sys.executable).parent / "pricing")
 
 
 @dataclass
@@ -41,6 +42,18 @@ class Env:
 
     def registry(self) -> Registry:
         return Registry(self.settings, self.lake)
+
+    def process_env(self, **extra: str) -> dict[str, str]:
+        """The environment of a `pricing` process over this data (the machine's MLflow URI
+        left out), with ``extra`` on top."""
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        return {
+            **env,
+            "PRICING_DATA_DIR": str(self.settings.data_dir),
+            "PRICING_MODEL_NAME": self.settings.model_name,
+            "PRICING_ADMIN_TOKEN": TOKEN,
+            **extra,
+        }
 
     def champion(self, seed: int = 0) -> str:
         """Register a tiny PPO version and make it the champion."""
@@ -94,17 +107,11 @@ def served(env: Env, tmp_path: Path) -> Iterator[Served]:
     env.champion()
     port = _free_port()
     log = tmp_path / "serve.log"
-    process_env = {
-        **os.environ,
-        "PRICING_DATA_DIR": str(env.settings.data_dir),
-        "PRICING_MODEL_NAME": env.settings.model_name,
-        "PRICING_ADMIN_TOKEN": TOKEN,
-        "PRICING_SERVE_TREATMENT_SHARE": "0.5",
-        "PRICING_SERVE_FLUSH_SECONDS": "0.5",
-    }
-    process_env.pop("MLFLOW_TRACKING_URI", None)
+    process_env = env.process_env(
+        PRICING_SERVE_TREATMENT_SHARE="0.5", PRICING_SERVE_FLUSH_SECONDS="0.5"
+    )
     cmd = [
-        str(Path(sys.executable).parent / "pricing"),
+        PRICING,
         "serve",
         "--port",
         str(port),

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 from pipeline.release.registry import Registry
 from sim.history import generate_history
 from tests.dags.test_nightly_dag import TINY
-from tests.serving.conftest import ANCHOR, TOKEN, Env, Served
+from tests.serving.conftest import ANCHOR, PRICING, Env, Served
 
 HISTORY_DAYS = 6
 
@@ -26,7 +24,7 @@ def test_a_replayed_day_trains_the_next_candidate(env: Env, served: Served, tmp_
     world.write_text(env.world.to_json())
     out = tmp_path / "replay.json"
     cmd = [
-        str(Path(sys.executable).parent / "pricing"),
+        PRICING,
         "replay",
         "--world",
         str(world),
@@ -37,14 +35,7 @@ def test_a_replayed_day_trains_the_next_candidate(env: Env, served: Served, tmp_
         "--json",
         str(out),
     ]
-    run_env = {
-        **{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
-        **TINY,
-        "PRICING_DATA_DIR": str(env.settings.data_dir),
-        "PRICING_MODEL_NAME": env.settings.model_name,
-        "PRICING_ADMIN_TOKEN": TOKEN,
-        "COLUMNS": "200",
-    }
+    run_env = env.process_env(**TINY, COLUMNS="200")
     done = subprocess.run(cmd, env=run_env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     figures = json.loads(out.read_text())
@@ -74,7 +65,7 @@ def test_a_replay_goes_on_from_the_shelf_the_last_one_left(env: Env) -> None:
     from pipeline.orchestration.replay import load_shelf, new_shelf, save_shelf
 
     anchor = dt.datetime.combine(ANCHOR, dt.time(0), tzinfo=dt.UTC)
-    shelf = new_shelf(env.world, anchor)
+    shelf = new_shelf(env.world, anchor, 0)
     shelf.inventory = shelf.inventory - 3
     shelf.comp = np.ones_like(shelf.comp)
     shelf.last_level = {(1, "treatment"): 7}

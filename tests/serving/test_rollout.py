@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import pytest
 from pipeline.contracts import ROLLOUT_LEDGER_PATH
 from pipeline.ops.rollout import decide
 from sim.feeds import PURCHASE, VIEW
-from tests.serving.conftest import TOKEN, Env, Served
+from tests.serving.conftest import PRICING, Env, Served
 
 DAY = dt.date(2026, 1, 6)
 
@@ -71,13 +69,9 @@ def test_a_rollout_step_moves_the_service_and_is_in_the_ledger(
     env: Env, served: Served, tmp_path: Path
 ) -> None:
     env.lake.write_partition("raw", "decisions", DAY, _served_log(20_000, 0.5, (0.1, 0.1), (6, 6)))
-    cmd = [str(Path(sys.executable).parent / "pricing"), "rollout", "--url",
+    cmd = [PRICING, "rollout", "--url",
            f"http://127.0.0.1:{served.port}", "--date", DAY.isoformat()]  # fmt: skip
-    run_env = {
-        **{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
-        "PRICING_DATA_DIR": str(env.settings.data_dir),
-        "PRICING_ADMIN_TOKEN": TOKEN,
-    }
+    run_env = env.process_env()
     done = subprocess.run(cmd, env=run_env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert (
