@@ -84,20 +84,21 @@ class DecisionLog:
         self.persist()
         return self.writer.report(event_id, outcome, quantity)
 
-    def flush(self, everything: bool = False) -> int:
+    def flush(self, everything: bool = False, recover: bool = False) -> int:
         """Export due decisions (every waiting one when ``everything``); returns rows written.
-        A batch stamped but not written before (a crash mid-export) is written first."""
+        A batch this process stamped but did not write (the lake refused it) is written first;
+        with ``recover`` (at start), any process's (one that died mid-export)."""
         with self._exporting:
-            return self._flush(everything)
+            return self._flush(everything, recover)
 
     def waiting(self) -> int:
         """Decisions stored and not yet exported (on the export connection)."""
         with self._exporting:
             return self.store.waiting()
 
-    def _flush(self, everything: bool) -> int:
+    def _flush(self, everything: bool, recover: bool) -> int:
         written = 0
-        for batch in self.store.pending_batches():
+        for batch in self.store.pending_batches("" if recover else f"{self.writer_id}-"):
             written += self._export(batch)
         while True:  # in batches of at most EXPORT_CHUNKS requests: bounded memory
             batch = f"{self.writer_id}-{time.time_ns():x}"

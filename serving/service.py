@@ -201,5 +201,5 @@ def start_service(settings: Settings, serve: ServeSettings) -> Service:
     elif holder.current is not None:
         metrics.RELOADS.labels("ok").inc()
     apply_knobs(svc)
-    decisions.flush()  # what an earlier process stamped but did not write
+    decisions.flush(recover=True)  # what a process that died stamped but did not write
     return svc

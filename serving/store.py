@@ -213,12 +213,23 @@ class Store:
         )
         return cur.rowcount
 
-    def pending_batches(self) -> list[str]:
-        rows = self.db.execute("SELECT DISTINCT batch FROM chunks WHERE batch IS NOT NULL")
+    def pending_batches(self, writer: str = "") -> list[str]:
+        """Batches stamped and not yet written (by a writer whose ids start with ``writer``)."""
+        rows = self.db.execute(
+            "SELECT DISTINCT batch FROM chunks WHERE batch IS NOT NULL AND substr(batch, 1, ?) = ?",
+            (len(writer), writer),
+        )
         return [r[0] for r in rows]
 
     def batch_chunks(self, batch: str) -> tuple[list[dict[str, Any]], dict[str, tuple[str, int]]]:
-        """The chunks of ``batch`` (decoded columns) and the outcomes reported for them."""
+        """The chunks of ``batch`` (decoded columns) and the outcomes reported for them, read in
+        one snapshot: another process exporting the same batch (a worker starting while another
+        exports) may drop it between the two reads, and a file of chunks without their outcomes
+        would replace the right one under the same name."""
+        with self.snapshot():
+            return self._batch_chunks(batch)
+
+    def _batch_chunks(self, batch: str) -> tuple[list[dict[str, Any]], dict[str, tuple[str, int]]]:
         chunks = [
             json.loads(r[0])
             for r in self.db.execute(
@@ -263,15 +274,21 @@ class Store:
         return dict(self.db.execute("SELECT key, value FROM runtime"))
 
     def transaction(self) -> _Transaction:
-        return _Transaction(self.db)
+        """A write transaction (it takes the write lock at once)."""
+        return _Transaction(self.db, "BEGIN IMMEDIATE")
+
+    def snapshot(self) -> _Transaction:
+        """A read transaction: its reads see one state of the file (WAL: writers go on)."""
+        return _Transaction(self.db, "BEGIN DEFERRED")
 
 
 class _Transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, begin: str) -> None:
         self.db = db
+        self.begin = begin
 
     def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute(self.begin)
 
     def __exit__(self, kind: object, *_: object) -> None:
         self.db.execute("ROLLBACK" if kind else "COMMIT")

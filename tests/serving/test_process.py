@@ -20,6 +20,7 @@ SKUS = ("scarce", "overstock")
 class Load:
     answered: list[str] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)
+    reported: list[int] = field(default_factory=list)  # the outcome reports' statuses
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -34,8 +35,9 @@ def _client(served: Served, load: Load, n: int, seed: int) -> None:
         }
         try:
             status, answer = served.request(conn, "POST", "/v1/price", body)
+            reported = None
             if status == 200 and i % 5 == 0:
-                served.request(
+                reported, _ = served.request(
                     conn,
                     "POST",
                     "/v1/outcomes",
@@ -44,6 +46,8 @@ def _client(served: Served, load: Load, n: int, seed: int) -> None:
         except (OSError, http.client.HTTPException):
             return  # the server is going away
         with load.lock:
+            if reported is not None:
+                load.reported.append(reported)
             load.statuses.append(status)
             if status == 200:
                 load.answered.append(str(answer["event_id"]))
@@ -57,6 +61,7 @@ def test_sigterm_under_load_loses_no_decision(env: Env, served: Served) -> None:
     for t in warm:
         t.join()
     assert len(load.statuses) == 600 and set(load.statuses) == {200}
+    assert len(load.reported) == 120 and set(load.reported) == {200}, served.log.read_text()[-3000:]
     conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
     status, ready = served.request(conn, "GET", "/readyz")
     assert status == 200
@@ -86,4 +91,6 @@ def test_sigterm_under_load_loses_no_decision(env: Env, served: Served) -> None:
     # without the client reading the answer (as when a network drops a response): at most one
     # per client. Such a row is a price nobody reported an outcome for, logged as a view.
     assert len(logged) - len(load.answered) <= 4
-    assert (logged["outcome"] == "purchase").sum() > 0
+    purchases = int((logged["outcome"] == "purchase").sum())
+    assert load.reported.count(200) <= purchases <= load.reported.count(200) + 4
+    assert purchases >= 120
