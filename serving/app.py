@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 import datetime as dt
 import hmac
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import numpy as np
+import orjson
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from pipeline.settings import Settings
 from serving import metrics
 from serving.config import ServeSettings
-from serving.decide import Decision, Knobs, UnknownSku
+from serving.decide import Batch, Decision, Knobs, UnknownSku
 from serving.schemas import (
     AbSettings,
     Arm,
@@ -30,7 +30,6 @@ from serving.schemas import (
     PriceRequest,
     PricesAnswer,
     PricesRequest,
-    SkuState,
 )
 from serving.service import (
     PERSIST_SECONDS,
@@ -102,37 +101,38 @@ def _answer(
     customer_id: str,
     when: dt.datetime | None,
     segment: str | None,
-    items: list[SkuState],
+    batch: Batch,
 ) -> tuple[Arm, list[Decision], list[str], str]:
-    """The visitor's arm, each item's decision, their event ids (logged), and when the prices
+    """The visitor's arm, each SKU's decision, their event ids (logged), and when the prices
     stop holding."""
     ts = _now(when)
     arm = svc.pricer.arm(customer_id)
     try:
-        period, decisions = svc.pricer.price(arm, ts, items)
+        period, decisions = svc.pricer.price(arm, ts, batch)
     except UnknownSku as err:
         raise HTTPException(
             404,
             f"unknown sku(s) {err.skus[:5]}{' …' if len(err.skus) > 5 else ''}: not in the "
             "catalogue the service reads (the lake's catalogue/date=D/catalogue.json)",
         ) from None
-    first, ids = svc.decisions.event_ids(len(items))
+    first, ids = svc.decisions.event_ids(len(batch))
     live = svc.pricer.live
-    k = [live.index[i.sku] for i in items]
+    k = [live.index[s] for s in batch.sku]
     prices = [d.price for d in decisions]
     costs = [live.unit_cost[j] for j in k]
+    competitor = batch.competitor_price
+    if np.isnan(competitor).any():
+        competitor = np.where(np.isnan(competitor), np.take(live.competitor_ref, k), competitor)
     columns = {
         "event_id": ids,
         "ts": ts.isoformat(),
-        "sku": [i.sku for i in items],
+        "sku": batch.sku,
         "segment": segment,
         "customer_id": customer_id,
         "base_price": [live.ref_price[j] for j in k],
         "price_shown": prices,
-        "competitor_price": [
-            i.competitor_price or live.competitor_ref[j] for i, j in zip(items, k, strict=True)
-        ],
-        "inventory": [i.inventory for i in items],
+        "competitor_price": competitor.tolist(),
+        "inventory": batch.inventory.tolist(),
         "action": [d.action for d in decisions],
         "propensity": [d.propensity for d in decisions],
         "policy_id": [
@@ -145,7 +145,7 @@ def _answer(
     metrics.ANSWERS.labels(decisions[0].policy, arm).inc(len(decisions))
     if decisions[0].policy == "fallback":
         metrics.FALLBACKS.inc(len(decisions))
-    actions, counts = np.unique([d.action for d in decisions], return_counts=True)
+    actions, counts = np.unique(columns["action"], return_counts=True)
     for a, c in zip(actions, counts, strict=True):
         metrics.ACTIONS.labels(arm, str(a)).inc(int(c))
     explored = sum(d.explored for d in decisions)
@@ -158,15 +158,19 @@ def _answer(
 
 
 def _json(answer: dict[str, Any], policy: str, endpoint: str, started: float) -> Response:
-    body = json.dumps(answer).encode()
+    body = orjson.dumps(answer)
     metrics.LATENCY.labels(endpoint).observe(time.perf_counter() - started)
     return Response(body, media_type="application/json", headers={"X-Pricing-Policy": policy})
 
 
-def _price_answer(d: Decision, arm: Arm, event_id: str, until: str) -> dict[str, Any]:
+def _rounded(decisions: list[Decision]) -> list[float]:
+    return list(np.round([d.price for d in decisions], 4).tolist())
+
+
+def _price_answer(d: Decision, price: float, arm: Arm, event_id: str, until: str) -> dict[str, Any]:
     return {
         "sku": d.sku,
-        "price": round(d.price, 4),
+        "price": price,
         "action": d.action,
         "propensity": d.propensity,
         "arm": arm,
@@ -176,6 +180,18 @@ def _price_answer(d: Decision, arm: Arm, event_id: str, until: str) -> dict[str,
         "clipped": d.clipped,
         "event_id": event_id,
         "valid_until": until,
+    }
+
+
+def _price_columns(decisions: list[Decision], ids: list[str]) -> dict[str, list[Any]]:
+    return {
+        "sku": [d.sku for d in decisions],
+        "price": _rounded(decisions),
+        "action": [d.action for d in decisions],
+        "propensity": [d.propensity for d in decisions],
+        "explored": [d.explored for d in decisions],
+        "clipped": [d.clipped for d in decisions],
+        "event_id": ids,
     }
 
 
@@ -197,31 +213,36 @@ def _admin(app: FastAPI) -> Any:
 
 def _routes(app: FastAPI) -> None:
 
-    # The answers are serialised here (json.dumps of plain values) rather than validated again
+    # The answers are serialised here (orjson, of plain values) rather than validated again
     # against their response models, which only document them: for a 10,000-SKU answer that
     # second validation cost 25 times the pricing itself.
     @app.post("/v1/price", response_model=PriceAnswer)
     async def price(req: PriceRequest) -> Response:
         started = time.perf_counter()
         arm, (d,), (event_id,), until = _answer(
-            _svc(app), req.customer_id, req.ts, req.segment, [req]
+            _svc(app), req.customer_id, req.ts, req.segment, Batch.of_rows([req])
         )
-        return _json(_price_answer(d, arm, event_id, until), d.policy, "price", started)
+        answer = _price_answer(d, round(d.price, 4), arm, event_id, until)
+        return _json(answer, d.policy, "price", started)
 
     @app.post("/v1/prices", response_model=PricesAnswer)
     async def prices(req: PricesRequest) -> Response:
         started = time.perf_counter()
-        arm, decisions, ids, until = _answer(
-            _svc(app), req.customer_id, req.ts, req.segment, req.items
-        )
-        answer = {
+        batch = Batch.of_rows(req.items) if req.items else Batch.of_columns(req.columns_())
+        arm, decisions, ids, until = _answer(_svc(app), req.customer_id, req.ts, req.segment, batch)
+        answer: dict[str, Any] = {
             "arm": arm,
             "policy": decisions[0].policy,
             "model_version": decisions[0].version,
-            "prices": [
-                _price_answer(d, arm, i, until) for d, i in zip(decisions, ids, strict=True)
-            ],
+            "valid_until": until,
         }
+        if req.items:
+            answer["prices"] = [
+                _price_answer(d, price, arm, i, until)
+                for d, price, i in zip(decisions, _rounded(decisions), ids, strict=True)
+            ]
+        else:
+            answer["columns"] = _price_columns(decisions, ids)
         return _json(answer, decisions[0].policy, "prices", started)
 
     _status_routes(app)

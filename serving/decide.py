@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -30,11 +31,58 @@ import numpy as np
 from serving.champion import Champion
 from serving.config import ServeSettings
 from serving.market import LiveWorld
-from serving.schemas import Arm, PolicyName, SkuState
+from serving.schemas import Arm, PolicyName, SkuColumns, SkuState
 from serving.store import Store
 from sim.market import Market, ladder_level
 from sim.policies import RulePolicy
 from sim.world import MarketParams
+
+
+@dataclass(frozen=True)
+class Batch:
+    """SKU states as columns (NaN where the request gave nothing): what the pricer reads."""
+
+    sku: list[str]
+    inventory: np.ndarray
+    competitor_price: np.ndarray
+    current_price: np.ndarray
+    views: np.ndarray
+    carts: np.ndarray
+    sales: np.ndarray
+
+    @classmethod
+    def of_rows(cls, items: Sequence[SkuState]) -> Batch:
+        def column(name: str) -> np.ndarray:
+            return np.array([getattr(i, name) for i in items], dtype=float)  # None: NaN
+
+        return cls(
+            [i.sku for i in items],
+            np.array([i.inventory for i in items], dtype=np.int64),
+            *(column(n) for n in _OPTIONAL),
+        )
+
+    @classmethod
+    def of_columns(cls, c: SkuColumns) -> Batch:
+        n = len(c.sku)
+
+        def column(name: str) -> np.ndarray:
+            values = getattr(c, name)
+            return np.full(n, np.nan) if values is None else np.array(values, dtype=float)
+
+        return cls(c.sku, np.array(c.inventory, dtype=np.int64), *(column(n) for n in _OPTIONAL))
+
+    def __len__(self) -> int:
+        return len(self.sku)
+
+    def take(self, rows: np.ndarray) -> Batch:
+        return Batch(
+            [self.sku[j] for j in rows],
+            self.inventory[rows],
+            *(getattr(self, n)[rows] for n in _OPTIONAL),
+        )
+
+
+_OPTIONAL = ("competitor_price", "current_price", "views", "carts", "sales")
 
 
 class UnknownSku(KeyError):
@@ -113,9 +161,10 @@ class Pricer:
         self._cache.clear()
 
     # -- deciding ------------------------------------------------------------------------------
-    def price(self, arm: Arm, ts: dt.datetime, items: list[SkuState]) -> tuple[int, list[Decision]]:
-        """The decision period of ``ts`` and each item's held decision (deciding the missing)."""
-        unknown = [i.sku for i in items if i.sku not in self.live.index]
+    def price(self, arm: Arm, ts: dt.datetime, batch: Batch) -> tuple[int, list[Decision]]:
+        """The decision period of ``ts`` and each SKU's held decision (deciding the missing)."""
+        index = self.live.index
+        unknown = [s for s in batch.sku if s not in index]
         if unknown:
             raise UnknownSku(unknown)
         period = self.live.clock.period(ts)
@@ -123,17 +172,20 @@ class Pricer:
         if len(self._cache) > 8:
             for key in sorted(self._cache, key=lambda k: k[1])[:-4]:
                 del self._cache[key]
-        missing = list({i.sku: i for i in items if i.sku not in cache}.values())
+        missing: dict[str, int] = {}
+        for j, sku in enumerate(batch.sku):
+            if sku not in cache and sku not in missing:
+                missing[sku] = j
         if missing:
-            found = self.store.holds(arm, period, [i.sku for i in missing])
-            fresh = [i for i in missing if i.sku not in found]
+            found = self.store.holds(arm, period, list(missing))
+            fresh = [j for sku, j in missing.items() if sku not in found]
             if fresh:
-                self._decide(arm, period, fresh)
-                found = self.store.holds(arm, period, [i.sku for i in missing])
+                self._decide(arm, period, batch.take(np.array(fresh, dtype=np.int64)))
+                found = self.store.holds(arm, period, list(missing))
             ratios = self.live.params(self.live.clock.season_and_step(period)[0]).ratios
             for sku, row in found.items():
                 cache[sku] = self._decision(sku, row, ratios)
-        return period, [cache[i.sku] for i in items]
+        return period, [cache[s] for s in batch.sku]
 
     def _decision(self, sku: str, row: tuple[Any, ...], ratios: np.ndarray) -> Decision:
         level, action, propensity, policy, version, explored, clipped = row
@@ -151,35 +203,29 @@ class Pricer:
             bool(clipped),
         )
 
-    def observation(self, arm: Arm, period: int, items: list[SkuState]) -> Observed:
-        """The live state of ``items`` for ``arm`` at the start of ``period``, and the
+    def observation(self, arm: Arm, period: int, batch: Batch) -> Observed:
+        """The live state of ``batch`` for ``arm`` at the start of ``period``, and the
         observation the policy acts on (`sim.market.observe`)."""
         live = self.live
         season, t = live.clock.season_and_step(period)
         p = live.params(season)
-        k = np.array([live.index[i.sku] for i in items], dtype=np.int64)
-        ref = p.ref_price[k]
-        level = self._levels(p, arm, period, items, k)
-        ema, states = self._averages(p, period, items)
-        comp = np.array(
-            [
-                (i.competitor_price / ref[j])
-                if i.competitor_price
-                else p.comp_ratio[k[j], p.comp_initial]
-                for j, i in enumerate(items)
-            ]
+        k = np.array([live.index[s] for s in batch.sku], dtype=np.int64)
+        level = self._levels(p, arm, period, batch, k)
+        ema, states = self._averages(p, period, batch)
+        given = ~np.isnan(batch.competitor_price)
+        comp = np.where(
+            given, batch.competitor_price / p.ref_price[k], p.comp_ratio[k, p.comp_initial]
         )
-        inventory = np.array([i.inventory for i in items], dtype=np.int64)
-        market, obs = live.market(p, k, t, inventory, level, comp, ema)
+        market, obs = live.market(p, k, t, batch.inventory, level, comp, ema)
         return Observed(p, k, level, market, obs, states)
 
-    def _decide(self, arm: Arm, period: int, items: list[SkuState]) -> None:
-        skus = [i.sku for i in items]
-        p, k, level, market, obs, states = self.observation(arm, period, items)
+    def _decide(self, arm: Arm, period: int, batch: Batch) -> None:
+        skus = batch.sku
+        p, k, level, market, obs, states = self.observation(arm, period, batch)
         probs, greedy, policy, version = self._probs(arm, p, market, obs, skus)
         action = self._draw(arm, period, skus, probs)
         served, raw = self._guard(p, k, level)
-        rows = np.arange(len(items))
+        rows = np.arange(len(batch))
         chosen = served[rows, action]
         same = served == chosen[:, None]
         propensity = (probs * same).sum(axis=1)
@@ -203,32 +249,33 @@ class Pricer:
         self.store.decide(arm, period, holds, states)
 
     def _levels(
-        self, p: MarketParams, arm: Arm, period: int, items: list[SkuState], k: np.ndarray
+        self, p: MarketParams, arm: Arm, period: int, batch: Batch, k: np.ndarray
     ) -> np.ndarray:
         """The level in force before this period: the arm's last hold, else the shelf price the
         request gives, else the ladder's starting level."""
-        last = self.store.last_levels(arm, period, [i.sku for i in items])
-        out = np.full(len(items), p.initial_level, dtype=np.int64)
-        for j, i in enumerate(items):
-            if i.sku in last:
-                out[j] = last[i.sku]
-            elif i.current_price is not None:
-                ratio = np.array([i.current_price / p.ref_price[k[j]]])
-                out[j] = ladder_level(p, ratio)[0]
+        last = self.store.last_levels(arm, period, batch.sku)
+        out = np.full(len(batch), p.initial_level, dtype=np.int64)
+        shelf = ~np.isnan(batch.current_price)
+        if shelf.any():
+            out[shelf] = ladder_level(p, batch.current_price[shelf] / p.ref_price[k[shelf]])
+        for j, sku in enumerate(batch.sku):
+            if sku in last:
+                out[j] = last[sku]
         return out
 
     def _averages(
-        self, p: MarketParams, period: int, items: list[SkuState]
+        self, p: MarketParams, period: int, batch: Batch
     ) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
         """Sales, views and carts averages at ``period``: the stored ones, aged to this period,
         with the request's counts of the last period folded in (as the simulator does each step);
         zero for a SKU never priced before. A new season does not reset them (nor the price):
         seasons are the simulator's episodes, the shop goes on."""
         a = p.velocity_alpha
-        known = self.store.sku_states([i.sku for i in items])
-        ema = np.zeros((len(items), 3))
-        for j, i in enumerate(items):
-            state = known.get(i.sku)
+        known = self.store.sku_states(batch.sku)
+        counts = np.nan_to_num(np.stack([batch.sales, batch.views, batch.carts], axis=1))
+        ema = np.zeros((len(batch), 3))
+        for j, sku in enumerate(batch.sku):
+            state = known.get(sku)
             if state is None:
                 continue
             last_period, *values = state
@@ -236,10 +283,8 @@ class Pricer:
             if gap <= 0:
                 ema[j] = values
                 continue
-            counts = (i.sales or 0, i.views or 0, i.carts or 0)
-            for c in range(3):
-                ema[j, c] = (1 - a) * (values[c] * (1 - a) ** (gap - 1)) + a * counts[c]
-        states = [(i.sku, period, *map(float, ema[j])) for j, i in enumerate(items)]
+            ema[j] = (1 - a) * (np.array(values) * (1 - a) ** (gap - 1)) + a * counts[j]
+        states = [(s, period, *map(float, ema[j])) for j, s in enumerate(batch.sku)]
         return ema, states
 
     def _probs(

@@ -15,12 +15,13 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from sim.feeds import OUTCOMES
 
@@ -162,7 +163,13 @@ class Store:
                 "INSERT INTO chunk_data (prefix, first, data, prices, costs) "
                 "VALUES (?, ?, ?, ?, ?)",
                 [
-                    (prefix, first, json.dumps(columns), json.dumps(prices), json.dumps(costs))
+                    (
+                        prefix,
+                        first,
+                        orjson.dumps(columns),
+                        orjson.dumps(prices),
+                        orjson.dumps(costs),
+                    )
                     for prefix, first, _, _, columns, prices, costs in chunks
                 ],
             )
@@ -198,7 +205,7 @@ class Store:
             if not cur.rowcount:
                 return "late", None
         i = n - first
-        return "ok", (str(arm), float(json.loads(prices)[i]), float(json.loads(costs)[i]))
+        return "ok", (str(arm), float(orjson.loads(prices)[i]), float(orjson.loads(costs)[i]))
 
     def stamp(self, batch: str, everything: bool = False, limit: int = 20_000) -> int:
         """Mark up to ``limit`` chunks due for export (any waiting one when ``everything``),
@@ -231,7 +238,7 @@ class Store:
 
     def _batch_chunks(self, batch: str) -> tuple[list[dict[str, Any]], dict[str, tuple[str, int]]]:
         chunks = [
-            json.loads(r[0])
+            orjson.loads(r[0])
             for r in self.db.execute(
                 "SELECT d.data FROM chunks c JOIN chunk_data d ON d.prefix = c.prefix AND "
                 "d.first = c.first WHERE c.batch = ? ORDER BY c.id",

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from pipeline.data.validation import validate_partition
-from serving.decide import unit_point
+from serving.decide import Batch, unit_point
+from serving.schemas import SkuState
 from sim.feeds import DECISIONS
 from tests.serving.conftest import ANCHOR, TOKEN, Env
 
@@ -95,9 +96,9 @@ def test_propensities_are_of_the_price_served(env: Env) -> None:
             a = client.post("/v1/price", json={**BODY, "customer_id": f"c{i}", "ts": ts}).json()
             assert 0.0 < a["propensity"] <= 1.0
         pricer = client.app.state.svc.pricer  # type: ignore[attr-defined]
-        from serving.schemas import SkuState
-
-        items = [SkuState(sku="scarce", inventory=3), SkuState(sku="overstock", inventory=40)]
+        items = Batch.of_rows(
+            [SkuState(sku="scarce", inventory=3), SkuState(sku="overstock", inventory=40)]
+        )
         for arm in ("treatment", "control"):
             p, _, _, market, obs, _ = pricer.observation(arm, 5, items)
             probs = pricer._probs(arm, p, market, obs, ["scarce", "overstock"])[0]
@@ -122,6 +123,77 @@ def test_bad_input_is_a_422_naming_the_field(env: Env, body: dict[str, object], 
         r = client.post("/v1/price", json=body)
     assert r.status_code == 422
     assert field in {str(part) for e in r.json()["detail"] for part in e["loc"]}
+
+
+def test_a_batch_as_columns_gets_the_prices_it_gets_as_items(env: Env) -> None:
+    env.champion()
+    skus = ["scarce", "overstock", "scarce"]
+    rows = [
+        {"sku": "scarce", "inventory": 5, "competitor_price": 9.5, "views": 3},
+        {"sku": "overstock", "inventory": 30, "current_price": 12.0},
+        {"sku": "scarce", "inventory": 5},
+    ]
+    columns = {
+        "sku": skus,
+        "inventory": [5, 30, 5],
+        "competitor_price": [9.5, None, None],
+        "current_price": [None, 12.0, None],
+        "views": [3, None, None],
+    }
+    with env.client(treatment_share=0.5) as client:
+        for customer in ("c1", "c2", "c3", "c4"):
+            head = {"customer_id": customer, "ts": TS}
+            as_items = client.post("/v1/prices", json={**head, "items": rows})
+            as_columns = client.post("/v1/prices", json={**head, "columns": columns})
+            assert as_items.status_code == as_columns.status_code == 200, as_columns.text
+            a, c = as_items.json(), as_columns.json()
+            assert "prices" not in c and "columns" not in a
+            assert c["columns"]["sku"] == skus and len(set(c["columns"]["event_id"])) == 3
+            for name in ("price", "action", "propensity", "explored", "clipped"):
+                assert c["columns"][name] == [p[name] for p in a["prices"]], name
+            assert (c["arm"], c["policy"], c["valid_until"]) == (
+                a["arm"],
+                a["policy"],
+                a["valid_until"],
+            )
+    logged = _logged(env)
+    assert len(logged) == 24
+    by_id = logged.set_index("event_id")
+    ids = c["columns"]["event_id"]
+    assert list(by_id.loc[ids, "competitor_price"])[1:] == [
+        env.world.skus[i].competitor_ref or env.world.skus[i].ref_price for i in (1, 0)
+    ]
+    assert by_id.loc[ids[0], "competitor_price"] == 9.5
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {"columns": {"sku": ["scarce", "overstock"], "inventory": [1]}},
+            "columns.inventory has 1",
+        ),
+        (
+            {"columns": {"sku": ["scarce"], "inventory": [1], "views": [1, 2]}},
+            "columns.views has 2",
+        ),
+        ({"columns": {"sku": ["scarce"], "inventory": [-1]}}, "greater than or equal to 0"),
+        ({}, "either as items"),
+        (
+            {
+                "items": [{"sku": "scarce", "inventory": 1}],
+                "columns": {"sku": ["a"], "inventory": [1]},
+            },
+            "either as items",
+        ),
+    ],
+)
+def test_a_bad_batch_is_a_422_that_says_what_to_fix(
+    env: Env, body: dict[str, object], message: str
+) -> None:
+    with env.client() as client:
+        r = client.post("/v1/prices", json={"customer_id": "c1", **body})
+    assert r.status_code == 422 and message in r.text, r.text
 
 
 def test_nan_is_refused(env: Env) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from serving.config import ServeSettings
-from serving.decide import Pricer
+from serving.decide import Batch, Pricer
 from serving.schemas import SkuState
 from serving.service import build_world
 from serving.store import Store
@@ -38,15 +38,17 @@ def test_the_service_observes_what_the_simulator_does(env: Env, tmp_path: Path) 
     checked = 0
     for t in range(params.T):
         ts = start + dt.timedelta(hours=t, minutes=17)
-        items = [
-            SkuState(
-                sku=s.id,
-                inventory=int(market.inventory[j]),
-                competitor_price=float(market.competitor_price[j]),
-                **counts[j],
-            )
-            for j, s in enumerate(world.skus)
-        ]
+        items = Batch.of_rows(
+            [
+                SkuState(
+                    sku=s.id,
+                    inventory=int(market.inventory[j]),
+                    competitor_price=float(market.competitor_price[j]),
+                    **counts[j],
+                )
+                for j, s in enumerate(world.skus)
+            ]
+        )
         period = live.clock.period(ts)
         assert live.clock.season_and_step(period) == (0, t)
         got = pricer.observation("control", period, items).obs
