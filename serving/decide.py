@@ -180,8 +180,11 @@ class Pricer:
             found = self.store.holds(arm, period, list(missing))
             fresh = [j for sku, j in missing.items() if sku not in found]
             if fresh:
-                self._decide(arm, period, batch.take(np.array(fresh, dtype=np.int64)))
-                found = self.store.holds(arm, period, list(missing))
+                mine = self._decide(arm, period, batch.take(np.array(fresh, dtype=np.int64)))
+                if mine is None:  # another worker decided some first: theirs hold
+                    found = self.store.holds(arm, period, list(missing))
+                else:
+                    found.update(mine)
             ratios = self.live.params(self.live.clock.season_and_step(period)[0]).ratios
             for sku, row in found.items():
                 cache[sku] = self._decision(sku, row, ratios)
@@ -189,7 +192,7 @@ class Pricer:
 
     def _decision(self, sku: str, row: tuple[Any, ...], ratios: np.ndarray) -> Decision:
         level, action, propensity, policy, version, explored, clipped = row
-        ref = float(self.live.world.skus[self.live.index[sku]].ref_price)
+        ref = self.live.ref_price[self.live.index[sku]]
         ratio = float(ratios[level])
         return Decision(
             sku,
@@ -219,7 +222,9 @@ class Pricer:
         market, obs = live.market(p, k, t, batch.inventory, level, comp, ema)
         return Observed(p, k, level, market, obs, states)
 
-    def _decide(self, arm: Arm, period: int, batch: Batch) -> None:
+    def _decide(self, arm: Arm, period: int, batch: Batch) -> dict[str, tuple[Any, ...]] | None:
+        """Decide ``batch`` and store the holds; they are returned when every one was stored
+        (None when another worker had decided some first)."""
         skus = batch.sku
         p, k, level, market, obs, states = self.observation(arm, period, batch)
         probs, greedy, policy, version = self._probs(arm, p, market, obs, skus)
@@ -246,7 +251,9 @@ class Pricer:
             )
             for j in rows
         ]
-        self.store.decide(arm, period, holds, states)
+        if self.store.decide(arm, period, holds, states) < len(holds):
+            return None
+        return {h[0]: h[1:] for h in holds}
 
     def _levels(
         self, p: MarketParams, arm: Arm, period: int, batch: Batch, k: np.ndarray
@@ -274,17 +281,14 @@ class Pricer:
         known = self.store.sku_states(batch.sku)
         counts = np.nan_to_num(np.stack([batch.sales, batch.views, batch.carts], axis=1))
         ema = np.zeros((len(batch), 3))
-        for j, sku in enumerate(batch.sku):
-            state = known.get(sku)
-            if state is None:
-                continue
-            last_period, *values = state
-            gap = period - last_period
-            if gap <= 0:
-                ema[j] = values
-                continue
-            ema[j] = (1 - a) * (np.array(values) * (1 - a) ** (gap - 1)) + a * counts[j]
-        states = [(s, period, *map(float, ema[j])) for j, s in enumerate(batch.sku)]
+        rows = [j for j, sku in enumerate(batch.sku) if sku in known]
+        if rows:
+            stored = np.array([known[batch.sku[j]] for j in rows], dtype=float)
+            gap = period - stored[:, :1]
+            values = stored[:, 1:]
+            aged = (1 - a) * (values * (1 - a) ** np.maximum(gap - 1, 0)) + a * counts[rows]
+            ema[rows] = np.where(gap <= 0, values, aged)
+        states = list(zip(batch.sku, [period] * len(batch), *ema.T.tolist(), strict=True))
         return ema, states
 
     def _probs(

@@ -102,13 +102,12 @@ class Store:
 
     def last_levels(self, arm: str, period: int, skus: Sequence[str]) -> dict[str, int]:
         """Each SKU's latest held level for ``arm`` before ``period``."""
+        # SQLite takes a bare column beside MAX() from the row holding the maximum
         rows = self._by_sku(
-            "SELECT sku, level FROM holds h WHERE arm = ? AND sku IN ({skus}) AND period = "
-            "(SELECT MAX(period) FROM holds g WHERE g.sku = h.sku AND g.arm = h.arm AND "
-            "g.period < ?)",
+            "SELECT sku, level, MAX(period) FROM holds WHERE arm = ? AND period < ? AND "
+            "sku IN ({skus}) GROUP BY sku",
             skus,
-            (arm,),
-            (period,),
+            (arm, period),
         )
         return {sku: int(row[0]) for sku, row in rows.items()}
 
@@ -124,10 +123,11 @@ class Store:
         period: int,
         holds: Iterable[tuple[Any, ...]],
         sku_states: Iterable[tuple[Any, ...]],
-    ) -> None:
-        """Record new holds (the first writer wins) and SKU states, in one transaction."""
+    ) -> int:
+        """Record new holds (the first writer wins) and SKU states, in one transaction; returns
+        how many holds were new."""
         with self.transaction():
-            self.db.executemany(
+            cur = self.db.executemany(
                 "INSERT OR IGNORE INTO holds (sku, arm, period, level, action, propensity, "
                 "policy, version, explored, clipped) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(h[0], arm, period, *h[1:]) for h in holds],
@@ -139,6 +139,7 @@ class Store:
                 "WHERE excluded.period > skus.period",
                 list(sku_states),
             )
+        return int(cur.rowcount)
 
     def forget_before(self, period: int) -> None:
         """Holds older than ``period`` (the last one per SKU and arm is kept: it is the next

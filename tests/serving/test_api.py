@@ -296,3 +296,27 @@ def test_an_alias_move_is_picked_up_without_a_restart(env: Env) -> None:
             time.sleep(0.2)
         later = {**BODY, "ts": "2026-01-05T11:15:00Z"}
         assert client.post("/v1/price", json=later).json()["model_version"] == second
+
+
+def test_when_another_worker_decided_first_its_price_holds(env: Env) -> None:
+    """Two workers may decide one SKU's period at once: the hold stored first is everyone's."""
+    with env.client(treatment_share=0.0) as client:
+        svc = client.app.state.svc  # type: ignore[attr-defined]
+        store, period = svc.store, svc.pricer.live.clock.period(dt.datetime.fromisoformat(TS))
+        real_holds = store.holds
+        calls = []
+
+        def first_misses(arm: str, at: int, skus: list[str]) -> dict[str, tuple[object, ...]]:
+            calls.append(skus)
+            if len(calls) == 1:  # this worker looked before the other one stored its hold
+                store.decide(
+                    arm, at, [("scarce", 0, 0, 0.5, "rule", None, 0, 0)], [("scarce", at, 0, 0, 0)]
+                )
+                return {}
+            return real_holds(arm, at, skus)
+
+        store.holds = first_misses
+        answer = client.post("/v1/price", json=BODY).json()
+        ratios = svc.pricer.live.params(period // svc.pricer.live.clock.steps).ratios
+        assert answer["price"] == round(env.world.skus[0].ref_price * ratios[0], 4)
+        assert answer["propensity"] == 0.5 and len(calls) == 2
