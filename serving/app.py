@@ -7,7 +7,9 @@ import contextlib
 import datetime as dt
 import hmac
 import logging
+import math
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -120,9 +122,10 @@ def _answer(
     k = [live.index[s] for s in batch.sku]
     prices = [d.price for d in decisions]
     costs = [live.unit_cost[j] for j in k]
-    competitor = batch.competitor_price
-    if np.isnan(competitor).any():
-        competitor = np.where(np.isnan(competitor), np.take(live.competitor_ref, k), competitor)
+    given = batch.competitor_price.tolist()  # NaN where the request gave none: the reference
+    competitor = [
+        live.competitor_ref[j] if math.isnan(c) else c for c, j in zip(given, k, strict=True)
+    ]
     columns = {
         "event_id": ids,
         "ts": ts.isoformat(),
@@ -131,7 +134,7 @@ def _answer(
         "customer_id": customer_id,
         "base_price": [live.ref_price[j] for j in k],
         "price_shown": prices,
-        "competitor_price": competitor.tolist(),
+        "competitor_price": competitor,
         "inventory": batch.inventory.tolist(),
         "action": [d.action for d in decisions],
         "propensity": [d.propensity for d in decisions],
@@ -145,9 +148,8 @@ def _answer(
     metrics.ANSWERS.labels(decisions[0].policy, arm).inc(len(decisions))
     if decisions[0].policy == "fallback":
         metrics.FALLBACKS.inc(len(decisions))
-    actions, counts = np.unique(columns["action"], return_counts=True)
-    for a, c in zip(actions, counts, strict=True):
-        metrics.ACTIONS.labels(arm, str(a)).inc(int(c))
+    for action, count in Counter(columns["action"]).items():
+        metrics.ACTIONS.labels(arm, str(action)).inc(count)
     explored = sum(d.explored for d in decisions)
     if explored:
         metrics.EXPLORED.labels(arm).inc(explored)
