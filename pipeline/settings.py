@@ -84,6 +84,14 @@ class Settings(BaseSettings):
         "default: the tracking URI when it is PostgreSQL, else a file lock under data_dir",
     )
 
+    # the pricing service, as the rollout and the replay call it
+    service_url: str = Field(
+        "http://127.0.0.1:8000", description="the running pricing service (`pricing serve`)"
+    )
+    rollout_min_visitors: int = Field(
+        500, ge=1, description="visitors per arm in a day under which the rollout holds its share"
+    )
+
     # monitoring (the hourly monitor DAG)
     drift_psi_threshold: float = Field(
         0.2, gt=0, description="PSI of any monitored feature above this is drift"

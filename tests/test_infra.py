@@ -42,6 +42,7 @@ AIRFLOW_SERVICES = sorted(s for s in REQUIRED_SERVICES if s.startswith("airflow-
 PRICING_NOT_SETTINGS = {
     "PRICING_NIGHTLY_CRON": "dags/pricing_nightly.py",
     "PRICING_MONITOR_CRON": "dags/pricing_monitor.py",
+    "PRICING_ROLLOUT_CRON": "dags/pricing_rollout.py",
 }
 # What the pipeline needs to run against the stack, in every worker and the inference service.
 PIPELINE_ENV = {

@@ -65,7 +65,9 @@ def replay(
     world: Annotated[
         Path | None, typer.Option(help="the world whose visitors are played; default: bundled")
     ] = None,
-    url: Annotated[str, typer.Option(help="the running pricing service")] = "http://127.0.0.1:8000",
+    url: Annotated[
+        str | None, typer.Option(help="the running pricing service (default: PRICING_SERVICE_URL)")
+    ] = None,
     days: Annotated[int, typer.Option(min=1, max=3650, help="days to play")] = 7,
     start: Annotated[
         str | None, typer.Option(help="first day (default: after the lake's last decisions)")
@@ -84,8 +86,8 @@ def replay(
     import json
 
     from pipeline.cli import render
-    from pipeline.orchestration.replay import Client
     from pipeline.orchestration.replay import replay as play
+    from pipeline.orchestration.service_client import ServiceClient
     from pipeline.tracking import require_tracking
     from sim.world import load_world
 
@@ -96,7 +98,7 @@ def replay(
     figures = play(
         config,
         load_world(world),
-        Client(url.rstrip("/"), config.admin_token),
+        ServiceClient((url or config.service_url).rstrip("/"), config.admin_token),
         first,
         days,
         seed,
@@ -112,42 +114,45 @@ def replay(
 
 @app.command()
 def rollout(
-    url: Annotated[str, typer.Option(help="the running pricing service")] = "http://127.0.0.1:8000",
+    url: Annotated[
+        str | None, typer.Option(help="the running pricing service (default: PRICING_SERVICE_URL)")
+    ] = None,
     date: Annotated[
         str | None, typer.Option(help="last day of the window (default: today, UTC)")
     ] = None,
     days: Annotated[int, typer.Option(min=1, max=90, help="days of served decisions judged")] = 1,
-    min_visitors: Annotated[int, typer.Option(min=1, help="per arm, to judge at all")] = 500,
+    min_visitors: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="per arm, to judge at all (default: PRICING_ROLLOUT_MIN_VISITORS)"
+        ),
+    ] = None,
     dry_run: Annotated[bool, typer.Option(help="judge, but move nothing")] = False,
+    resume: Annotated[bool, typer.Option(help="start again from 0 % (after a stop)")] = False,
     data_dir: Annotated[Path | None, typer.Option(help="the service's data dir")] = None,
 ) -> None:
     """One step of the staged rollout (5 → 10 → 25 → 50 % treatment): advance while the
     guardrails hold on the served decisions (no sample-ratio mismatch, no significant conversion
     loss, treatment margin above PRICING_MARGIN_FLOOR), back to 0 % when one trips (exit 2).
-    Every step is appended to the rollout ledger in the lake."""
+    At 0 % it holds until --resume. Every step is appended to the rollout ledger in the lake;
+    the pricing_rollout DAG takes the same step every day."""
     import datetime as dt
     import getpass
 
-    from pipeline.data.lake import open_lake
     from pipeline.errors import ExitCode
-    from pipeline.ops.rollout import decide, record
-    from pipeline.orchestration.replay import Client
+    from pipeline.orchestration.staged_rollout import step, window
 
     config = settings(data_dir=data_dir)
-    client = Client(url.rstrip("/"), config.admin_token)
-    share = float(client.call("GET", "/readyz")["treatment_share"])
     last = parse_date(date, "--date") if date else dt.datetime.now(dt.UTC).date()
-    window = [last - dt.timedelta(days=i) for i in range(days - 1, -1, -1)]
-    lake = open_lake(config)
-    decision = decide(lake, window, share, config.margin_floor, min_visitors)
-    for reason in decision.reasons:
-        say(f"{decision.action}: {reason}")
-    if dry_run:
-        say(f"dry run: the share would go {share:.0%} → {decision.new_share:.0%}")
-        return
-    if decision.new_share != share:
-        client.call("POST", "/admin/ab", {"treatment_share": decision.new_share})
-    record(lake, decision, getpass.getuser())
-    say(f"treatment share {share:.0%} → {decision.new_share:.0%} (in the rollout ledger)")
-    if decision.action == "stop":
+    decision = step(
+        config,
+        url or config.service_url,
+        window(last, days),
+        getpass.getuser(),
+        min_visitors or config.rollout_min_visitors,
+        dry_run,
+        resume,
+        say,
+    )
+    if decision.action == "stop" and not dry_run:
         raise typer.Exit(ExitCode.STOPPED)

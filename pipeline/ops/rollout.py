@@ -12,7 +12,8 @@ Guardrails, on the decisions the service logged in a window (rows with an A/B ar
   ``PRICING_MARGIN_FLOOR``.
 
 With fewer than ``min_visitors`` visitors in an arm, the share holds (not enough evidence either
-way). Every move, hold included, is appended to the rollout ledger in the lake
+way). At 0 % the rollout holds until an operator resumes it: a stop is not undone by the next
+day's traffic. Every move, hold included, is appended to the rollout ledger in the lake
 (`pipeline.contracts.ROLLOUT_LEDGER_PATH`).
 """
 
@@ -123,8 +124,10 @@ def decide(
     share: float,
     margin_floor: float,
     min_visitors: int = 500,
+    resume: bool = False,
 ) -> RolloutDecision:
-    """The rollout's next step on the decisions the service logged on ``days``."""
+    """The rollout's next step on the decisions the service logged on ``days``. At 0 % (a
+    guardrail stopped it, or it never started) it moves only when told to ``resume``."""
     frames = [
         lake.read_partition("raw", "decisions", d)[list(COLUMNS)]
         for d in days
@@ -137,6 +140,11 @@ def decide(
         a: {**asdict(s), "conversion": s.conversion, "margin_rate": s.margin_rate}
         for a, s in arms.items()
     }
+    if share <= 0.0 and not resume:
+        reason = (
+            "the rollout is at 0 %: it starts again only when resumed (pricing rollout --resume)"
+        )
+        return RolloutDecision(window, share, share, "hold", [reason], summary)
     few = [a for a, s in arms.items() if s.visitors < min_visitors]
     if few and share > 0:
         reason = f"too few visitors in {', '.join(few)} (under {min_visitors}): holding {share:.0%}"

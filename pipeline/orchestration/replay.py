@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +24,7 @@ import pandas as pd
 
 from pipeline.contracts import REPLAY_SHELF_PATH
 from pipeline.data.lake import Lake
-from pipeline.errors import PricingError, Unavailable
+from pipeline.orchestration.service_client import ServiceClient
 from pipeline.settings import Settings
 from sim.feeds import ABANDON, CART, PURCHASE, TRANSACTIONS, VIEW
 from sim.history import episode_world
@@ -35,38 +33,6 @@ from sim.stats import mean_ci95
 from sim.world import MarketParams, World
 
 ARMS = ("control", "treatment")
-
-
-class ReplayError(PricingError):
-    """The service refused the replay (an admin token, a catalogue that does not match)."""
-
-
-class ServiceUnreachable(Unavailable):
-    """The service at ``--url`` did not answer."""
-
-
-@dataclass
-class Client:
-    url: str
-    token: str | None
-
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method)
-        request.add_header("Content-Type", "application/json")
-        if self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                return json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as err:
-            detail = err.read().decode(errors="replace")[:500]
-            raise ReplayError(f"{method} {path} answered {err.code}: {detail}") from None
-        except OSError as err:
-            raise ServiceUnreachable(
-                f"the pricing service at {self.url} did not answer ({err}); start it with "
-                "`pricing serve` (or give its address with --url)"
-            ) from None
 
 
 @dataclass
@@ -187,7 +153,7 @@ class Visit:
 
 
 def _visit(
-    client: Client,
+    client: ServiceClient,
     shelf: Shelf,
     world: World,
     k: int,
@@ -238,7 +204,7 @@ def _visit(
 
 
 def play_day(
-    client: Client,
+    client: ServiceClient,
     world: World,
     anchor: dt.datetime,
     day: dt.date,
@@ -294,7 +260,7 @@ def play_day(
 def replay(
     settings: Settings,
     world: World,
-    client: Client,
+    client: ServiceClient,
     start: dt.date | None,
     days: int,
     seed: int,

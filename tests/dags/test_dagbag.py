@@ -18,7 +18,7 @@ from tests.dags.conftest import DAGS, PROMOTION_POOL, REPO, airflow_env
 if TYPE_CHECKING:
     from airflow.dag_processing.dagbag import DagBag
 
-EXPECTED = {"pricing_nightly", "pricing_promote", "pricing_monitor"}
+EXPECTED = {"pricing_nightly", "pricing_promote", "pricing_monitor", "pricing_rollout"}
 HEAVY = ("pipeline", "sim", "mlflow", "torch", "stable_baselines3", "great_expectations", "pandas")
 # the one pipeline module a DAG file imports at parse time: names only, standard library only
 LIGHT = ("pipeline", "pipeline.contracts")
@@ -131,13 +131,18 @@ print(json.dumps({{
 def test_parsing_imports_nothing_heavy_and_reads_the_cron(airflow_home: Path) -> None:
     """A DAG file's import pulls in no pipeline module but the contracts (standard library only),
     no MLflow, torch or GX: those load inside tasks."""
-    crons = {"PRICING_NIGHTLY_CRON": "30 3 * * 1-5", "PRICING_MONITOR_CRON": "*/30 * * * *"}
+    crons = {
+        "PRICING_NIGHTLY_CRON": "30 3 * * 1-5",
+        "PRICING_MONITOR_CRON": "*/30 * * * *",
+        "PRICING_ROLLOUT_CRON": "15 1 * * *",
+    }
     got = _parse_in_subprocess(airflow_home, crons)
     assert got["errors"] == {} and got["heavy"] == [], got
     assert got["schedules"] == {
         "pricing_nightly": "30 3 * * 1-5",
         "pricing_promote": None,
         "pricing_monitor": "*/30 * * * *",
+        "pricing_rollout": "15 1 * * *",
     }
 
 
