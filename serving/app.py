@@ -284,6 +284,7 @@ def _status_routes(app: FastAPI) -> None:
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
         svc = _svc(app)
+        apply_knobs(svc)  # what an admin call to another worker set: the store holds it
         champion = svc.pricer.champion
         body = {
             "ready": True,

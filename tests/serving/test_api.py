@@ -320,3 +320,12 @@ def test_when_another_worker_decided_first_its_price_holds(env: Env) -> None:
         ratios = svc.pricer.live.params(period // svc.pricer.live.clock.steps).ratios
         assert answer["price"] == round(env.world.skus[0].ref_price * ratios[0], 4)
         assert answer["propensity"] == 0.5 and len(calls) == 2
+
+
+def test_every_worker_reports_the_share_an_admin_call_to_another_set(env: Env) -> None:
+    with env.client(treatment_share=0.05) as one, env.client(treatment_share=0.05) as other:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        assert (
+            one.post("/admin/ab", json={"treatment_share": 0.25}, headers=auth).status_code == 200
+        )
+        assert other.get("/readyz").json()["treatment_share"] == 0.25
