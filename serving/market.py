@@ -16,30 +16,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim.history import episode_world
+from sim.history import Clock, episode_world
 from sim.market import Market, observe
 from sim.world import MarketParams, World
 
 DEFAULT_ANCHOR = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)  # a Monday
-
-
-@dataclass(frozen=True)
-class Clock:
-    """Decision periods counted from the anchor; a season is ``steps`` of them."""
-
-    anchor: dt.datetime
-    step_hours: int
-    steps: int
-
-    def period(self, ts: dt.datetime) -> int:
-        seconds = (ts - self.anchor).total_seconds()
-        return int(seconds // (self.step_hours * 3600))
-
-    def season_and_step(self, period: int) -> tuple[int, int]:
-        return period // self.steps, period % self.steps
-
-    def period_start(self, period: int) -> dt.datetime:
-        return self.anchor + dt.timedelta(hours=period * self.step_hours)
 
 
 @dataclass
@@ -63,13 +44,12 @@ class LiveWorld:
         self.ref_price = [float(s.ref_price) for s in skus]
         self.unit_cost = [float(s.unit_cost) for s in skus]
         self.competitor_ref = [float(s.competitor_ref or s.ref_price) for s in skus]
-        h = self.world.horizon
-        self.clock = Clock(self.anchor, h.step_hours, h.steps)
+        self.clock = Clock.of(self.world, self.anchor)
 
     def params(self, season: int) -> MarketParams:
         """The compiled world for the season that starts ``season`` horizons after the anchor."""
         if season not in self._params:
-            start = self.clock.period_start(season * self.clock.steps)
+            start = self.clock.season_start(season)
             if len(self._params) > 4:
                 self._params.clear()
             self._params[season] = episode_world(self.world, start).compile()

@@ -32,6 +32,33 @@ class DayLogs:
     transactions: pd.DataFrame
 
 
+@dataclass(frozen=True)
+class Clock:
+    """Decision periods of ``step_hours`` counted from ``anchor``; a selling season is ``steps`` of
+    them, and seasons repeat. The pricing service and a replay keep time with it."""
+
+    anchor: dt.datetime
+    step_hours: int
+    steps: int
+
+    @classmethod
+    def of(cls, world: World, anchor: dt.datetime) -> Clock:
+        return cls(anchor, world.horizon.step_hours, world.horizon.steps)
+
+    def period(self, ts: dt.datetime) -> int:
+        seconds = (ts - self.anchor).total_seconds()
+        return int(seconds // (self.step_hours * 3600))
+
+    def season_and_step(self, period: int) -> tuple[int, int]:
+        return period // self.steps, period % self.steps
+
+    def period_start(self, period: int) -> dt.datetime:
+        return self.anchor + dt.timedelta(hours=period * self.step_hours)
+
+    def season_start(self, season: int) -> dt.datetime:
+        return self.period_start(season * self.steps)
+
+
 def episode_world(world: World, start: dt.datetime) -> World:
     """``world`` with a selling season starting at ``start`` (its weekday and hour): what the
     seasons of the logs, the pricing service and a replay are compiled from."""

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from sim.feeds import DECISION_COLUMNS, OUTCOMES, TRANSACTION_COLUMNS
-from sim.history import generate_history
+from sim.history import Clock, generate_history
 from sim.world import World
 
 START = dt.date(2026, 3, 4)  # a Wednesday: the market's clock follows the calendar
@@ -60,3 +60,18 @@ def test_exploration_shows_in_propensities(tiny_world: World) -> None:
 def test_bad_arguments(tiny_world: World) -> None:
     with pytest.raises(ValueError, match="days"):
         list(generate_history(tiny_world, 0, 1, START))
+
+
+def test_the_clock_counts_periods_and_seasons_from_its_anchor() -> None:
+    anchor = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
+    clock = Clock(anchor, step_hours=2, steps=84)  # a week of two-hour periods
+    for ts in (anchor, anchor + dt.timedelta(days=9, minutes=61), anchor - dt.timedelta(hours=3)):
+        period = clock.period(ts)
+        assert clock.period_start(period) <= ts < clock.period_start(period + 1)
+        season, step = clock.season_and_step(period)
+        assert 0 <= step < clock.steps
+        assert clock.period_start(period) == clock.season_start(season) + dt.timedelta(
+            hours=2 * step
+        )
+    assert clock.season_and_step(clock.period(anchor + dt.timedelta(days=9, hours=1))) == (1, 24)
+    assert clock.season_and_step(clock.period(anchor - dt.timedelta(hours=3))) == (-1, 82)

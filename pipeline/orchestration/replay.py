@@ -27,7 +27,7 @@ from pipeline.data.lake import Lake
 from pipeline.orchestration.service_client import ServiceClient
 from pipeline.settings import Settings
 from sim.feeds import ABANDON, CART, PURCHASE, TRANSACTIONS, VIEW
-from sim.history import episode_world
+from sim.history import Clock, episode_world
 from sim.market import ladder_level
 from sim.stats import mean_ci95
 from sim.world import MarketParams, World
@@ -130,8 +130,7 @@ def load_shelf(lake: Lake, world: World, day: dt.date, anchor: dt.datetime) -> d
 
 def new_shelf(world: World, anchor: dt.datetime, season: int) -> Shelf:
     """The shelf at the start of the ``season``-th season after ``anchor``."""
-    h = world.horizon
-    p = episode_world(world, anchor + dt.timedelta(hours=season * h.steps * h.step_hours)).compile()
+    p = episode_world(world, Clock.of(world, anchor).season_start(season)).compile()
     k = len(world.skus)
     return Shelf(p, p.initial_inventory.copy(), np.full(k, p.comp_initial, dtype=np.int64))
 
@@ -213,13 +212,13 @@ def play_day(
     customers: int,
 ) -> Day:
     """Every hour of ``day``: visitors, prices, outcomes; the shelf moves on as the market does."""
-    step_hours = world.horizon.step_hours
+    clock = Clock.of(world, anchor)  # the service's (serving.market.LiveWorld.clock)
+    step_hours = clock.step_hours
     tally, sales = Tally(), []
     start = dt.datetime.combine(day, dt.time(0), tzinfo=dt.UTC)
     for h in range(0, 24, step_hours):
         now = start + dt.timedelta(hours=h)
-        period = int((now - anchor).total_seconds() // (3600 * step_hours))
-        season, t = divmod(period, world.horizon.steps)
+        season, t = clock.season_and_step(clock.period(now))
         if state.get("season") != season:  # a new season: stock and prices start afresh
             state["season"], state["shelf"] = season, new_shelf(world, anchor, season)
         shelf: Shelf = state["shelf"]
