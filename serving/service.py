@@ -92,9 +92,14 @@ def _prepare(svc: Service, champion: Champion | None) -> tuple[LiveWorld, str | 
     with its current season compiled (a large catalogue takes seconds), and why the champion
     cannot price in it (None: it can)."""
     live = build_world(svc.settings, svc.serve, svc.lake, champion)
-    now = live.clock.period(dt.datetime.now(dt.UTC))
-    params = live.params(live.clock.season_and_step(now)[0])
+    params = _current_season(live)
     return live, (_fits(champion, params) if champion is not None else None)
+
+
+def _current_season(live: LiveWorld) -> MarketParams:
+    """The season in force now, compiled (and kept by ``live``)."""
+    now = live.clock.period(dt.datetime.now(dt.UTC))
+    return live.params(live.clock.season_and_step(now)[0])
 
 
 def _swap(svc: Service, champion: Champion | None, live: LiveWorld, why: str | None) -> None:
@@ -183,7 +188,8 @@ def start_service(settings: Settings, serve: ServeSettings) -> Service:
     store = Store(settings.runtime_dir / "serving.sqlite")
     holder = ChampionHolder(settings)
     holder.refresh()
-    live = build_world(settings, serve, lake, None)
+    live = build_world(settings, serve, lake, None)  # also the fallback if a champion won't fit
+    _current_season(live)  # compiled before the first request
     decisions = DecisionLog(
         store, Store(store.path), lake, serve.writer_id, serve.outcome_window_seconds
     )
@@ -191,10 +197,8 @@ def start_service(settings: Settings, serve: ServeSettings) -> Service:
     svc.catalogue_key = _catalogue_key(lake)
     champion = holder.current
     if champion is not None:
-        live, why = _prepare(svc, champion)
-        _swap(svc, champion, live, why)
-    else:  # the base world, its current season compiled before the first request
-        svc.pricer.live, _ = _prepare(svc, None)
+        _swap(svc, champion, *_prepare(svc, champion))
+    else:
         svc.reason = holder.reason
     if holder.failed_loads:
         metrics.RELOADS.labels("failed").inc(holder.failed_loads)
