@@ -27,7 +27,9 @@ def _share(service: Served, new: float | None = None) -> float:
             json.dumps({"treatment_share": new}),
             {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
         )
-        assert conn.getresponse().read() and True
+        response = conn.getresponse()
+        body = response.read()
+        assert response.status == 200, body
     conn.request("GET", "/readyz")
     return float(json.loads(conn.getresponse().read())["treatment_share"])
 
