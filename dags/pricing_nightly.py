@@ -276,7 +276,7 @@ def pricing_nightly() -> None:
         from pipeline.nightly.evaluate import evaluate_candidates
 
         # one slice read: iterating the lazy sequence would probe one index past its end
-        versions = [t["version"] for t in trained[:]]
+        versions = [t["version"] for t in trained[:] if t["version"] is not None]
         return evaluate_candidates(_settings(), _night(), versions).to_dict()
 
     @task(pool=PROMOTION_POOL, outlets=[CHAMPION_MOVES])

@@ -90,7 +90,15 @@ STOP_TASK = "night_stopped"  # the task that repeats that record (its return val
 NIGHT_STEPS = ("validate", "features", "refit", "fidelity", "train", "evaluate", "gate")
 GATED_STEPS = ("validate", "features", "refit", "fidelity")  # may stop the night
 
-ALGORITHMS = ("ppo", "dqn")  # what a night can train (`pipeline.model.algos.ALGOS`)
+# what a night can train: the exact plan of the refit world (`pipeline.model.planner`, where the
+# solver can run) and the model-free agents of `pipeline.model.algos.ALGOS`
+ALGORITHMS = ("planner", "ppo", "dqn")
+# trained unless PRICING_ALGOS says otherwise; DQN stays below the best fixed price (README)
+DEFAULT_ALGOS = ("planner", "ppo")
+TRAIN_INITS = (
+    "scratch",
+    "champion",
+)  # a model-free night starts from random weights or the champion
 
 # ---------------------------------------------------------------------------------------------
 # MLflow

@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipeline.contracts import ALGORITHMS
+from pipeline.contracts import ALGORITHMS, DEFAULT_ALGOS, TRAIN_INITS
 
 
 class Settings(BaseSettings):
@@ -33,10 +33,19 @@ class Settings(BaseSettings):
     experiment: str = Field("pricing-nightly", min_length=1)
 
     # training
-    algos: tuple[str, ...] = Field(ALGORITHMS, description="algorithms trained each night")
+    algos: tuple[str, ...] = Field(DEFAULT_ALGOS, description="algorithms trained each night")
     ppo_timesteps: int = Field(5_000_000, ge=1, description="PPO budget in SKU-steps")
     dqn_timesteps: int = Field(300_000, ge=1, description="DQN budget in SKU-steps")
     train_seed: int = 0
+    train_init: str = Field(
+        "scratch",
+        description="model-free agents start from random weights (scratch) or from the "
+        "champion's (champion: fine-tuning on the latest refit, when the champion is the same "
+        "algorithm and fits the world)",
+    )
+    finetune_fraction: float = Field(
+        0.4, gt=0, le=1, description="a fine-tuning night's budget, as a fraction of scratch's"
+    )
     n_envs: int = Field(64, ge=1)
 
     # data windows
@@ -117,6 +126,10 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"PRICING_LOCK_URI must be a PostgreSQL URL such as "
                 f"postgresql+psycopg2://user@host:5432/db (got {self.lock_uri.split(':', 1)[0]}://…)"
+            )
+        if self.train_init not in TRAIN_INITS:
+            raise ValueError(
+                f"PRICING_TRAIN_INIT: {self.train_init!r} is not one of {', '.join(TRAIN_INITS)}"
             )
         bad = [a for a in self.algos if a not in ALGORITHMS]
         if bad:

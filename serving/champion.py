@@ -3,7 +3,7 @@ restart, and replaced by the rule-based pricer whenever there is none to serve.
 
 `ChampionHolder.refresh` reads the ``champion`` alias; when it names another version, that version
 is downloaded, its files checked against the hash the registry recorded, its network exported to
-numpy and checked against the live world's observation size, and only then swapped in (one
+numpy (a planner: its table) and checked against the live world, and only then swapped in (one
 assignment: a request sees the old champion or the new one, never half of each). A failed load
 keeps what was served before and is counted; with nothing loaded, the fallback answers and
 ``reason`` says why.
@@ -15,7 +15,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from pipeline.model.numpy_policy import NumpyPolicy, export_policy
+from pipeline.model.agents import ServedPolicy, served_policy
 from pipeline.release.registry import CHAMPION, Registry
 from pipeline.settings import Settings
 from sim.world import World
@@ -27,7 +27,7 @@ log = logging.getLogger("pricing.serve")
 class Champion:
     version: str
     label: str
-    policy: NumpyPolicy
+    policy: ServedPolicy
     world: World
 
 
@@ -69,7 +69,7 @@ class ChampionHolder:
                 return False
             try:
                 loaded = registry.load(version)
-                policy = export_policy(loaded.model)
+                policy = served_policy(loaded.model)
                 champion = Champion(version, registry.label(version), policy, loaded.world)
             except Exception as err:
                 self.failed_loads += 1

@@ -297,7 +297,7 @@ class Pricer:
         champion = self.champion
         explore = np.array([self._explores(s) for s in skus])
         if arm == "treatment" and champion is not None:
-            greedy = champion.policy.actions(obs)
+            greedy = champion.policy.actions(obs, market.sku)
             eps = self.epsilon_now() * explore
             policy: PolicyName = "champion"
             version: str | None = champion.version

@@ -9,8 +9,12 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from pipeline.data.catalogue import catalogue_dates, read_catalogue
 from pipeline.data.lake import Lake, open_lake
+from pipeline.model.numpy_policy import NumpyPolicy
+from pipeline.model.planner import Planner
 from pipeline.settings import Settings
 from serving import metrics
 from serving.champion import Champion, ChampionHolder
@@ -75,9 +79,26 @@ def build_world(
 
 def _fits(champion: Champion, params: MarketParams) -> str | None:
     """Why the champion cannot price in this world, or None."""
+    policy = champion.policy
+    if isinstance(policy, Planner):
+        planned = policy.params
+        same = (
+            [s.id for s in planned.world.skus] == [s.id for s in params.world.skus]
+            and (planned.T, planned.L, planned.C, planned.A)
+            == (params.T, params.L, params.C, params.A)
+            and np.array_equal(planned.capacity, params.capacity)
+        )
+        if same:
+            return None
+        return (
+            f"v{champion.version} is the exact plan of a world whose SKUs, capacities, horizon "
+            "or ladder differ from the live one (the catalogue changed): serving the fallback "
+            "until a candidate planned or trained on this world is promoted"
+        )
+    assert isinstance(policy, NumpyPolicy)
     n_obs = params.obs_dim
-    inputs = champion.policy.weights[0].shape[0]
-    outputs = champion.policy.weights[-1].shape[1]
+    inputs = policy.weights[0].shape[0]
+    outputs = policy.weights[-1].shape[1]
     if inputs != n_obs or outputs != params.A:
         return (
             f"v{champion.version} takes {inputs} inputs and {outputs} actions; the live world "

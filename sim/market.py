@@ -120,6 +120,22 @@ def ladder_level(p: MarketParams, ratio: np.ndarray) -> np.ndarray:
     return np.asarray(np.clip(level, 0, p.L - 1))
 
 
+def observed_state(
+    p: MarketParams, obs: np.ndarray, sku: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The exact solver's state of each row of an observation (`observe`) of SKUs ``sku``: step,
+    units on hand, ladder level and the competitor's nearest modelled state. `observe` is
+    invertible in these four (time left, inventory / capacity, price and competitor ratios), so
+    a table indexed by the solver's state (`sim.dp`) can price from what the service observes."""
+    obs = np.asarray(obs, dtype=np.float64)
+    k = np.asarray(sku, dtype=np.int64)
+    t = np.clip(np.rint((1.0 - obs[:, 10]) * p.T), 0, p.T - 1).astype(np.int64)
+    inventory = np.clip(np.rint(obs[:, 0] * p.capacity[k]), 0, p.capacity[k]).astype(np.int64)
+    level = ladder_level(p, obs[:, 1] + 1.0)
+    comp = np.abs(p.comp_ratio[k] - (obs[:, 2] + 1.0)[:, None]).argmin(axis=1)
+    return t, inventory, level, comp
+
+
 def make_streams(
     seed_source: np.random.Generator,
 ) -> tuple[np.random.Generator, np.random.Generator]:

@@ -141,10 +141,11 @@ def test_one_name_for_each_shared_thing() -> None:
     """Paths, assets, pool and step order come from pipeline.contracts wherever they are used."""
     from pipeline import contracts
     from pipeline.model.algos import ALGOS
+    from pipeline.model.planner import PLANNER
     from pipeline.orchestration import airflow_run
     from pipeline.release import ledger
 
-    assert tuple(ALGOS) == contracts.ALGORITHMS
+    assert (PLANNER, *ALGOS) == contracts.ALGORITHMS
     assert airflow_run.PROMOTION_POOL is contracts.PROMOTION_POOL
     assert ledger.LEDGER_PATH is contracts.LEDGER_PATH
     for path in itertools.chain((REPO / "pipeline").rglob("*.py"), (REPO / "dags").glob("*.py")):

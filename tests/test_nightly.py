@@ -30,6 +30,7 @@ def _settings(root: Path, **extra: object) -> Settings:
         "world_file": root / "world.json",
         "train_days": 10,
         "holdout_days": 3,
+        "algos": ("planner", "ppo", "dqn"),
         "ppo_timesteps": 100_000,
         "dqn_timesteps": 2000,
         "n_envs": 8,
@@ -65,6 +66,7 @@ def test_complete_night_promotes_over_rule(night: tuple[Settings, dict]) -> None
         "features",
         "refit",
         "fidelity",
+        "train_planner",
         "train_ppo",
         "train_dqn",
         "evaluate",
@@ -98,6 +100,11 @@ def test_complete_night_promotes_over_rule(night: tuple[Settings, dict]) -> None
     ):
         assert lake.exists(rel), rel
     assert lake.has_partition("features", "features", LAST)
+    # the table holds every candidate kind and the behavioural clone of the logged decisions
+    report = json.loads(lake.read_bytes("reports/evaluation/date=2026-01-16/report.json"))
+    names = set(report["policies"])
+    assert {"bc", "rule", "static"} <= names
+    assert {n.split()[-1] for n in names if n.startswith("v")} == {"planner", "ppo", "dqn"}
 
 
 def test_rerunning_a_date_duplicates_nothing(night: tuple[Settings, dict]) -> None:
@@ -106,7 +113,7 @@ def test_rerunning_a_date_duplicates_nothing(night: tuple[Settings, dict]) -> No
     n_versions = len(reg.client.search_model_versions(f"name = '{settings.model_name}'"))
     again = run_night(settings, LAST).to_dict()
     assert again["status"] == "completed"
-    assert again["steps"]["train_ppo"]["reused"] and again["steps"]["train_dqn"]["reused"]
+    assert all(again["steps"][f"train_{a}"]["reused"] for a in settings.algos)
     assert len(reg.client.search_model_versions(f"name = '{settings.model_name}'")) == n_versions
     assert len(reg.ledger.entries()) == 1  # no second champion move
     feats = Lake.from_uri(settings.lake).read_partition("features", "features", LAST)

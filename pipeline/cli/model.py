@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -18,7 +18,10 @@ def evaluate(
     world_path: WorldOpt = None,
     policies: Annotated[
         str,
-        typer.Option(help="comma-separated: dp,rule,static,myopic,bandit,random and model paths"),
+        typer.Option(
+            help="comma-separated: dp,rule,static,myopic,bandit,random, bc (the behavioural "
+            "clone of the lake's logged decisions), models:/NAME@ALIAS and model files"
+        ),
     ] = "dp,rule,static,myopic,bandit,random",
     episodes: Annotated[int, typer.Option(min=1, help="episodes per policy (same seeds)")] = 300,
     seed: Annotated[int, typer.Option(help="seed shared by every policy")] = 0,
@@ -37,7 +40,8 @@ def evaluate(
     if any(n.startswith("models:/") for n in names):
         require_tracking(settings())
     start = time.perf_counter()
-    report = evaluate_policies(w, names, episodes, seed, console.print, load_registered)
+    given = {"bc": (_cloned_from_lake(w), True)} if "bc" in names else None
+    report = evaluate_policies(w, names, episodes, seed, console.print, load_registered, given)
     render.evaluation_table(report, f"{w.name}: {episodes} episodes, seed {seed}")
     console.print(f"evaluated in {time.perf_counter() - start:.1f}s")
     if json_out is not None:
@@ -46,10 +50,61 @@ def evaluate(
         console.print(f"report written to {json_out}")
 
 
+def _plan_to_file(world: Any, out: Path) -> None:
+    """`pricing train --algo planner`: solve the world exactly and save the table."""
+    from pipeline.model.planner import plan, save_planner
+
+    if out.suffix != ".npz":
+        out = out.with_suffix(".npz")
+    start = time.perf_counter()
+    console.print(f"solving {world.name} exactly ({len(world.skus)} SKUs) …")
+    try:
+        planner = plan(world)
+    except ValueError as err:
+        fail(str(err))
+    digest = save_planner(planner, out)
+    console.print(
+        f"saved {out} (sha256 {digest[:12]}…) in {time.perf_counter() - start:.1f}s; expected "
+        f"profit per episode {planner.value0.sum():,.1f}"
+    )
+
+
+def _cloned_from_lake(world: Any) -> Any:
+    """The behavioural clone of the logged decisions of the lake's last ``PRICING_TRAIN_DAYS``
+    days (`pipeline.model.cloning`)."""
+    import pandas as pd
+
+    from pipeline.data.lake import open_lake
+    from pipeline.model.cloning import fit_cloned_policy
+    from pipeline.model.logged import served_decision_units
+
+    config = settings()
+    lake = open_lake(config)
+    dates = lake.list_dates("raw", "decisions")
+    if not dates:
+        fail(
+            f"bc clones the logged decisions, and {lake.uri('raw/decisions')} holds none: write "
+            "some with `pricing history` (or the service's log export), or drop bc from --policies"
+        )
+    days = dates[-config.train_days :]
+    decisions = pd.concat([lake.read_partition("raw", "decisions", d) for d in days])
+    try:
+        units = served_decision_units(
+            decisions, world, season_start=pd.Timestamp(dates[0], tz="UTC")
+        )
+        policy = fit_cloned_policy(units, world, seed=config.train_seed)
+    except (ValueError, KeyError) as err:
+        fail(f"bc: the lake's decisions cannot be cloned in {world.name}: {err}")
+    console.print(f"bc: cloned {policy.n_units:,} logged decisions of {days[0]}…{days[-1]}")
+    return policy
+
+
 @app.command()
 def train(
     world_path: WorldOpt = None,
-    algo: Annotated[str, typer.Option(help="ppo or dqn")] = "ppo",
+    algo: Annotated[
+        str, typer.Option(help="ppo, dqn, or planner (the exact plan of the world: an .npz)")
+    ] = "ppo",
     timesteps: Annotated[int, typer.Option(min=1, help="SKU-steps of experience")] = 1_000_000,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     n_envs: Annotated[int, typer.Option(min=1, help="SKU-episodes stepped together")] = 64,
@@ -65,6 +120,9 @@ def train(
     from sim.world import load_world
 
     w = load_world(world_path)
+    if algo == "planner":
+        _plan_to_file(w, out)
+        return
     try:
         config = TrainConfig(algo=algo, timesteps=timesteps, seed=seed, n_envs=n_envs)
     except ValueError as err:

@@ -15,24 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from stable_baselines3.common.base_class import BaseAlgorithm
 
 from pipeline.errors import PricingError
-from pipeline.model.artifacts import AgentPolicy, load_agent
+from pipeline.model.agents import Agent, agent_policy
+from pipeline.model.artifacts import load_agent
+from pipeline.model.planner import dp_tractable, load_planner
 from sim.evaluate import Rollouts, dp_values, episode_skus, paired_difference, rollout, summarize
 from sim.policies import POLICY_NAMES, Policy, make_baselines
 from sim.world import MarketParams, World
 
-# Above this many DP states (summed over SKUs) the exact optimum is skipped: pct_of_optimal is null.
-DP_MAX_STATES = 50_000_000
-
 Policies = Mapping[str, tuple[Policy, bool]]  # name -> (policy, greedy)
-
-
-def dp_tractable(params: MarketParams) -> bool:
-    """Whether the exact optimum is small enough to solve (see `DP_MAX_STATES`)."""
-    p = params
-    return int((p.capacity + 1).sum()) * p.T * p.L * p.C <= DP_MAX_STATES
 
 
 @dataclass(frozen=True)
@@ -85,24 +77,32 @@ def baselines(world: World, names: Sequence[str], episodes: int) -> dict[str, tu
     return {n: (p, False) for n, p in make_baselines(params, list(names), skus=used).items()}
 
 
-Registered = Callable[[str], BaseAlgorithm]  # models:/NAME@ALIAS -> the verified agent
+Registered = Callable[[str], Agent]  # models:/NAME@ALIAS -> the verified agent
 
 
 def resolve_policies(
-    world: World, names: Sequence[str], episodes: int, registered: Registered | None = None
+    world: World,
+    names: Sequence[str],
+    episodes: int,
+    registered: Registered | None = None,
+    given: Policies | None = None,
 ) -> dict[str, tuple[Policy, bool]]:
-    """Policies from names: baselines by name, ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``
+    """Policies from names: ``given`` ones (built by the caller, e.g. the behavioural clone of
+    the lake's logs), baselines by name, ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``
     through ``registered`` (`pipeline.release.registry.load_registered`), anything else a saved
-    agent's path (its SHA-256 checked first)."""
-    built = baselines(world, [n for n in names if n in POLICY_NAMES], episodes)
+    agent's path (its SHA-256 checked first): an SB3 ``.zip`` or a planner's ``.npz``."""
+    given = given or {}
+    built = baselines(world, [n for n in names if n in POLICY_NAMES and n not in given], episodes)
     out: dict[str, tuple[Policy, bool]] = {}
     for name in names:
-        if name in built:
+        if name in given:
+            out[name] = given[name]
+        elif name in built:
             out[name] = built[name]
         elif name.startswith("models:/"):
             if registered is None:
                 raise PricingError(f"{name}: registered models need the registry here")
-            out[name] = (AgentPolicy(registered(name), name), True)
+            out[name] = (agent_policy(registered(name), name), True)
         else:
             path = Path(name)
             if not path.exists():
@@ -111,7 +111,9 @@ def resolve_policies(
                     "model file (train one with `pricing train`)"
                 )
             label = path.stem if path.stem not in out else str(path)
-            out[label] = (AgentPolicy(load_agent(path), label), True)
+            # a planner's table (.npz) is solved for one world: load_planner checks it is this one
+            agent = load_planner(path, world) if path.suffix == ".npz" else load_agent(path)
+            out[label] = (agent_policy(agent, label), True)
     return out
 
 
@@ -122,9 +124,10 @@ def evaluate_policies(
     seed: int,
     log: Callable[[str], Any] | None = None,
     registered: Registered | None = None,
+    given: Policies | None = None,
 ) -> dict[str, Any]:
     """`pricing evaluate`: the named policies through `evaluate`, as its JSON report."""
-    policies = resolve_policies(world, names, episodes, registered)
+    policies = resolve_policies(world, names, episodes, registered, given)
     return evaluate(world, policies, episodes, seed, log).report()
 
 

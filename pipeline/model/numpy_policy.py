@@ -50,11 +50,13 @@ class NumpyPolicy:
                 x = act(x)
         return x
 
-    def actions(self, obs: np.ndarray) -> np.ndarray:
-        """The greedy action per row: SB3's ``predict(obs, deterministic=True)``."""
+    def actions(self, obs: np.ndarray, sku: np.ndarray | None = None) -> np.ndarray:
+        """The greedy action per row: SB3's ``predict(obs, deterministic=True)``. ``sku`` (the
+        rows' SKU indices, which a network does not need) keeps the interface of every served
+        policy (`pipeline.model.agents.ServedPolicy`)."""
         return np.asarray(self.scores(obs).argmax(axis=1), dtype=np.int64)
 
-    def probs(self, obs: np.ndarray) -> np.ndarray:
+    def probs(self, obs: np.ndarray, sku: np.ndarray | None = None) -> np.ndarray:
         """Action probabilities: the softmax of the logits (PPO), one-hot greedy (DQN)."""
         s = self.scores(obs).astype(np.float64)
         if not self.stochastic:

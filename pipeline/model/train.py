@@ -84,13 +84,37 @@ class _Progress(BaseCallback):
         self.report(self.num_timesteps, self.total, recent)
 
 
+class WarmStartError(ValueError):
+    """The weights to start from do not fit the algorithm or the world."""
+
+
+def warm_start(model: BaseAlgorithm, start: BaseAlgorithm) -> None:
+    """Copy ``start``'s network weights into ``model`` (fine-tuning from the champion): same
+    algorithm, same observation and action sizes, same layers, or `WarmStartError` says why."""
+    if type(model) is not type(start):
+        raise WarmStartError(
+            f"cannot start a {type(model).__name__} from a {type(start).__name__}'s weights"
+        )
+    mine, theirs = model.policy.state_dict(), start.policy.state_dict()
+    shapes = {k: tuple(v.shape) for k, v in mine.items()}
+    given = {k: tuple(v.shape) for k, v in theirs.items()}
+    if shapes != given:
+        diff = sorted(k for k in shapes.keys() | given.keys() if shapes.get(k) != given.get(k))
+        raise WarmStartError(
+            f"the starting weights do not fit this world's network ({', '.join(diff[:3])} "
+            "differ: another observation size, action set or architecture)"
+        )
+    model.policy.load_state_dict(theirs)
+
+
 def train_agent(
     world: World,
     config: TrainConfig,
     progress: Callable[[int, int, float | None], None] | None = None,
+    start: BaseAlgorithm | None = None,
 ) -> BaseAlgorithm:
     """Train ``config.algo`` (see `pipeline.model.algos`); returns the SB3 model. Seeded end to
-    end."""
+    end. ``start``: a trained model whose weights the training starts from (`warm_start`)."""
     torch.set_num_threads(config.torch_threads)
     venv = MarketVecEnv(world, num_envs=config.n_envs, seed=config.seed, reward_scale="sku")
     lr0 = config.learning_rate
@@ -98,6 +122,8 @@ def train_agent(
         (lambda remaining: lr0 * remaining) if config.lr_schedule == "linear" else lr0
     )
     model = ALGOS[config.algo].build(venv, config, learning_rate)
+    if start is not None:
+        warm_start(model, start)
     callback = _Progress(config.timesteps, progress) if progress else None
     model.learn(total_timesteps=config.timesteps, callback=callback)
     return model

@@ -20,12 +20,13 @@ import pandas as pd
 
 from pipeline.contracts import evaluation_report_path
 from pipeline.data.lake import Lake, open_lake
-from pipeline.model.artifacts import AgentPolicy
+from pipeline.model.agents import agent_policy
+from pipeline.model.cloning import BC, fit_cloned_policy
 from pipeline.model.evaluation import Evaluation, baselines, evaluate
 from pipeline.model.logged import logged_market, served_decision_units, target_probs
 from pipeline.model.ope import RidgeRewardModel, ope_compare
 from pipeline.model.plots import action_mix, price_trajectories, profit_distribution, save_figures
-from pipeline.nightly.results import Evaluated
+from pipeline.nightly.results import Evaluated, NightStopped
 from pipeline.nightly.steps import fitted_world, read_days, window, write_json
 from pipeline.release.gate import GateEvidence
 from pipeline.release.registry import Registry
@@ -40,6 +41,12 @@ log = logging.getLogger("pricing.nightly")
 def evaluate_candidates(settings: Settings, date: dt.date, versions: list[str]) -> Evaluated:
     """Candidates vs champion vs ``rule`` and ``static`` on the refit simulator (paired seeds,
     bootstrap CIs) and off-policy estimates on the held-out logs. Picks the challenger."""
+    if not versions:
+        raise NightStopped(
+            "evaluate",
+            f"no candidate was trained for {date} (PRICING_ALGOS={','.join(settings.algos)}: "
+            "every one was skipped); add a model-free algorithm (ppo) to PRICING_ALGOS",
+        )
     lake = open_lake(settings)
     registry = Registry(settings, lake)
     world = fitted_world(lake, date)
@@ -48,9 +55,10 @@ def evaluate_candidates(settings: Settings, date: dt.date, versions: list[str]) 
     # "v2 ppo": tables name the algorithm, since version numbers follow registration order
     label = {v: registry.label(v) for v in agents}
     policies: dict[str, tuple[Policy, bool]] = {
-        label[v]: (AgentPolicy(registry.load(v).model, label[v]), True) for v in agents
+        label[v]: (agent_policy(registry.load(v).model, label[v]), True) for v in agents
     }
     policies.update(baselines(world, ["rule", "static"], settings.eval_episodes))
+    policies.update(_cloned(settings, lake, date, world))
     ev = evaluate(world, policies, settings.eval_episodes, settings.eval_seed)
     best = max(versions, key=lambda v: ev.results[label[v]].profit.mean())
     incumbent = label[champion] if champion is not None else "rule"
@@ -70,6 +78,32 @@ def evaluate_candidates(settings: Settings, date: dt.date, versions: list[str]) 
         diff_mean=evidence.diff_mean,
         diff_ci95=list(evidence.diff_ci95),
     )
+
+
+def _logged_units(lake: Lake, days: list[dt.date], world: World) -> pd.DataFrame | None:
+    """The decision units of the logged decisions of ``days`` (None: no decisions logged)."""
+    decisions = read_days(lake, "decisions", days)
+    if decisions is None:
+        return None
+    # logged seasons start on the first day the lake holds (as `pricing history` writes them)
+    first = lake.list_dates("raw", "decisions")[0]
+    return served_decision_units(decisions, world, season_start=pd.Timestamp(first, tz="UTC"))
+
+
+def _cloned(
+    settings: Settings, lake: Lake, date: dt.date, world: World
+) -> dict[str, tuple[Policy, bool]]:
+    """Behavioural cloning of the training window's logged decisions, as a baseline of the
+    table (none when the night reads transactions only)."""
+    train_days, _ = window(settings, date)
+    try:
+        units = _logged_units(lake, train_days, world)
+        if units is None:
+            return {}
+        return {BC: (fit_cloned_policy(units, world, seed=settings.train_seed), True)}
+    except (ValueError, KeyError) as err:
+        log.warning("behavioural cloning skipped: %s", err)
+        return {}
 
 
 def _evidence(
@@ -108,13 +142,10 @@ def _off_policy(
     """Off-policy (candidate − incumbent) on the held-out logged decisions, where logs exist:
     the `GateEvidence` fields ``ope_*``."""
     _, holdout = window(settings, date)
-    decisions = read_days(lake, "decisions", holdout)
-    if decisions is None:
-        return {"ope_diff": None, "ope_ci95": None, "ope_ess": None}
     try:
-        # logged seasons start on the first day the lake holds (as `pricing history` writes them)
-        first = lake.list_dates("raw", "decisions")[0]
-        units = served_decision_units(decisions, world, season_start=pd.Timestamp(first, tz="UTC"))
+        units = _logged_units(lake, holdout, world)
+        if units is None:
+            return {"ope_diff": None, "ope_ci95": None, "ope_ess": None}
         # agents act greedily in service, so their logged-state probabilities are greedy too
         pa = target_probs(candidate, logged_market(units, world), greedy=True)
         pb = target_probs(incumbent, logged_market(units, world), greedy=True)

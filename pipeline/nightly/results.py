@@ -78,9 +78,11 @@ class Faithful(StepResult):
 @dataclass(frozen=True)
 class Trained(StepResult):
     algo: str
-    version: str
+    version: str | None  # None: skipped (``skipped`` says why)
     reused: bool  # registered by an earlier run of the same night
     run_id: str | None = None
+    init: str = "scratch"  # or "champion:v<N>": the weights training started from
+    skipped: str | None = None
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,10 @@ def run_night(
                 trained = timed(f"train_{algo}", train)
                 assert isinstance(trained, Trained)
                 result.steps[f"train_{algo}"] = trained
-                versions.append(trained.version)
+                if trained.version is not None:
+                    versions.append(trained.version)
+                else:
+                    tell(f"train_{algo} skipped: {trained.skipped}")
             return
         tell(f"{name} …")
         call: Callable[[], StepResult] = {

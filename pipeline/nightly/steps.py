@@ -11,6 +11,7 @@ in the one order `pipeline.contracts.NIGHT_STEPS` gives. A gate that stops the n
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -20,6 +21,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from stable_baselines3.common.base_class import BaseAlgorithm
 
 from pipeline.contracts import (
     evaluation_report_path,
@@ -34,7 +36,9 @@ from pipeline.data.features import build_features
 from pipeline.data.lake import Lake, open_lake
 from pipeline.data.validation import quarantine_partition, read_and_validate, validate_partition
 from pipeline.data.window import validate_together
-from pipeline.model.train import TrainConfig, train_agent
+from pipeline.model.agents import Agent, algo_name
+from pipeline.model.planner import DP_MAX_STATES, PLANNER, Planner, dp_states, dp_tractable, plan
+from pipeline.model.train import TrainConfig, WarmStartError, train_agent
 from pipeline.nightly.results import (
     Faithful,
     Featured,
@@ -322,35 +326,96 @@ def train_candidate(
     lineage: dict[str, str],
     progress: TrainProgress | None = None,
 ) -> Trained:
-    """Train one algorithm in the refit simulator and register it (once per date and algo)."""
+    """Train one algorithm in the refit simulator (the planner: solve it) and register it, once
+    per date and algo. The planner is skipped, with the reason, where the solver cannot run."""
     lake = open_lake(settings)
     registry = Registry(settings, lake)
     existing = registry.find_version(date.isoformat(), algo)
     if existing is not None:
         return Trained(algo=algo, version=str(existing.version), reused=True)
     world = fitted_world(lake, date)
-    config = TrainConfig.for_night(settings, algo)
+    if algo == PLANNER and not dp_tractable(world.compile()):
+        why = (
+            f"the refit world has {dp_states(world.compile()):,} solver states (limit "
+            f"{DP_MAX_STATES:,}): no exact plan tonight, the model-free agents remain"
+        )
+        log.info("planner skipped: %s", why)
+        return Trained(algo=algo, version=None, reused=False, skipped=why)
+    init, start = _starting_point(settings, registry, algo, world)
     run_name = f"{algo}__{date.isoformat()}__seed{settings.train_seed}"
     with experiment(settings), mlflow.start_run(run_name=run_name) as run:
-        mlflow.log_params({f"train/{k}": v for k, v in config.as_params().items()})
         mlflow.log_params({"data/logical_date": date.isoformat(), "sim/world": world.name})
         mlflow.set_tags({"logical_date": date.isoformat(), "algo": algo, "step": "train"})
-
-        def report(done: int, total: int, profit: float | None) -> None:
-            if profit is not None:
-                mlflow.log_metric("train/episode_profit", profit, step=done)
-            if progress is not None:
-                progress(done, total, profit)
-
-        model = train_agent(world, config, report)
+        model: Agent
+        if algo == PLANNER:
+            planner = plan(world)
+            mlflow.log_metric("plan/expected_profit", float(planner.value0.sum()))
+            model = planner
+        else:
+            model = _train_model_free(settings, world, algo, start, progress)
         tags = {
             **lineage,
             "logical_date": date.isoformat(),
             "git_commit": git_commit(),
             "mlflow_run_id": run.info.run_id,
+            "init": init,
         }
         mv = registry.register_candidate(model, world, algo, tags)
-    return Trained(algo=algo, version=str(mv.version), reused=False, run_id=run.info.run_id)
+    return Trained(
+        algo=algo, version=str(mv.version), reused=False, run_id=run.info.run_id, init=init
+    )
+
+
+def _starting_point(
+    settings: Settings, registry: Registry, algo: str, world: World
+) -> tuple[str, BaseAlgorithm | None]:
+    """Where a model-free night starts (``PRICING_TRAIN_INIT``): ``scratch``, or the champion's
+    weights (``champion:v<N>``) when it is a model of the same algorithm that fits tonight's
+    world. Anything else (no champion, another kind, other observation or action sizes) trains
+    from scratch with the full budget and says why."""
+    if algo == PLANNER or settings.train_init == "scratch":
+        return "scratch", None
+    version = registry.champion_version()
+    if version is None:
+        return "scratch (no champion to fine-tune)", None
+    champion = registry.load(version).model
+    if isinstance(champion, Planner) or algo_name(champion) != algo:
+        return f"scratch (the champion v{version} is no {algo})", None
+    params = world.compile()
+    obs_shape = getattr(champion.observation_space, "shape", None)
+    n_actions = getattr(champion.action_space, "n", None)
+    if obs_shape != (params.obs_dim,) or n_actions != params.A:
+        return f"scratch (the champion v{version} was trained on another observation)", None
+    return f"champion:v{version}", champion
+
+
+def _train_model_free(
+    settings: Settings,
+    world: World,
+    algo: str,
+    start: BaseAlgorithm | None,
+    progress: TrainProgress | None,
+) -> BaseAlgorithm:
+    config = TrainConfig.for_night(settings, algo)
+    if start is not None:  # fine-tuning: a fraction of a scratch night's budget
+        budget = max(1, round(config.timesteps * settings.finetune_fraction))
+        config = dataclasses.replace(config, timesteps=budget)
+    mlflow.log_params({f"train/{k}": v for k, v in config.as_params().items()})
+
+    def report(done: int, total: int, profit: float | None) -> None:
+        if profit is not None:
+            mlflow.log_metric("train/episode_profit", profit, step=done)
+        if progress is not None:
+            progress(done, total, profit)
+
+    try:
+        return train_agent(world, config, report, start=start)
+    except WarmStartError as err:
+        raise NightStopped(
+            "train",
+            f"fine-tuning {algo} from the champion is not possible: {err}. Set "
+            "PRICING_TRAIN_INIT=scratch for this night.",
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,11 +31,12 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
-from stable_baselines3.common.base_class import BaseAlgorithm
 
 from pipeline.data.lake import open_lake
 from pipeline.errors import PricingError
+from pipeline.model.agents import Agent
 from pipeline.model.artifacts import ModelIntegrityError, directory_sha256, load_agent, save_agent
+from pipeline.model.planner import Planner, load_planner, save_planner
 from pipeline.release.ledger import ByteStore, Ledger, LedgerEntry, promotion_lock
 from pipeline.settings import Settings
 from pipeline.tracking import tracking
@@ -57,7 +58,7 @@ class RegistryError(PricingError, RuntimeError):
 @dataclass(frozen=True)
 class LoadedVersion:
     version: str
-    model: BaseAlgorithm
+    model: Agent  # an SB3 model or the planner
     world: World
     tags: dict[str, str]
 
@@ -86,23 +87,29 @@ class Registry:
         return None
 
     def register_candidate(
-        self, model: BaseAlgorithm, world: World, algo: str, lineage: dict[str, str]
+        self, model: Agent, world: World, algo: str, lineage: dict[str, str]
     ) -> ModelVersion:
-        """Log the agent as a pyfunc model in the active run and register a new version."""
+        """Log the agent (an SB3 model, or the planner as its table) as a pyfunc model in the
+        active run and register a new version."""
         with tracking(self.settings):
             return self._register_candidate(model, world, algo, lineage)
 
     def _register_candidate(
-        self, model: BaseAlgorithm, world: World, algo: str, lineage: dict[str, str]
+        self, model: Agent, world: World, algo: str, lineage: dict[str, str]
     ) -> ModelVersion:
         with tempfile.TemporaryDirectory() as tmp:
-            agent_path = Path(tmp) / "agent.zip"
-            agent_sha = save_agent(model, agent_path)
+            if isinstance(model, Planner):
+                agent_path = Path(tmp) / "agent.npz"
+                agent_sha = save_planner(model, agent_path)
+            else:
+                agent_path = Path(tmp) / "agent.zip"
+                agent_sha = save_agent(model, agent_path)
             world_path = Path(tmp) / "world.json"
             world_path.write_text(world.to_json())
             columns = observation_columns(world)
             manifest = {
                 "agent_sha256": agent_sha,
+                "agent_file": agent_path.name,
                 "algo": algo,
                 "observation_columns": columns,
                 "world_sha256": world.fingerprint(),
@@ -111,7 +118,11 @@ class Registry:
             manifest_path.write_text(json.dumps(manifest, indent=2))
             signature = ModelSignature(
                 inputs=Schema(
-                    [ColSpec("double", c) for c in [*columns, "current_price", "ref_price"]]
+                    [
+                        *(ColSpec("double", c) for c in [*columns, "current_price", "ref_price"]),
+                        # the planner looks its table up by SKU: it needs to know which one
+                        *([ColSpec("string", "sku")] if isinstance(model, Planner) else []),
+                    ]
                 ),
                 outputs=Schema(
                     [
@@ -188,13 +199,11 @@ class Registry:
         return local
 
     def load(self, version: str | int) -> LoadedVersion:
-        """Verify, then load the SB3 agent and the world it was trained in."""
+        """Verify, then load the agent (SB3 model or planner) and the world it was trained in."""
         mv = self.version(version)
         with tempfile.TemporaryDirectory() as tmp:
             local = self.download_verified(mv.version, tmp)
-            manifest = json.loads((local / "artifacts" / "manifest.json").read_text())
-            agent = load_agent(local / "artifacts" / "agent.zip", manifest["agent_sha256"])
-            world = load_world(local / "artifacts" / "world.json")
+            agent, world = load_version_dir(local)
         return LoadedVersion(str(mv.version), agent, world, dict(mv.tags))
 
     def load_pyfunc(self, version: str | int, dst: str | Path) -> Any:
@@ -329,7 +338,19 @@ class Registry:
         return stack[-2]
 
 
-def load_registered(uri: str) -> BaseAlgorithm:
+def load_version_dir(local: Path) -> tuple[Agent, World]:
+    """The agent and world of a downloaded (and verified) model directory: the manifest names
+    the agent's file and its SHA-256, checked again before the file is read."""
+    artifacts = local / "artifacts"
+    manifest = json.loads((artifacts / "manifest.json").read_text())
+    world = load_world(artifacts / "world.json")
+    name = manifest.get("agent_file", "agent.zip")
+    if name == "agent.npz":
+        return load_planner(artifacts / name, world, manifest["agent_sha256"]), world
+    return load_agent(artifacts / "agent.zip", manifest["agent_sha256"]), world
+
+
+def load_registered(uri: str) -> Agent:
     """The verified agent of ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``, from the registry
     the settings name (`pipeline.model.evaluation.Registered`)."""
     ref = uri.removeprefix("models:/")
