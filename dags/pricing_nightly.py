@@ -5,9 +5,9 @@ One run per night, one task per step of `pipeline.nightly` (in the order `pipeli
 gives, which `pricing nightly` follows too):
 
 ```text
-validate ─► features ─► refit ─► fidelity ─► algorithms ─► train[ppo] ─┐
-   (GX gate)  (asset)   (simulator)  (gate)                 train[dqn] ─┴► evaluate ─► gate
-                                                                                    (champion move)
+validate ─► features ─► refit ─► fidelity ─► algorithms ─► train[planner] ─┐
+   (GX gate)  (asset)   (simulator)  (gate)                 train[ppo] ─────┴► evaluate ─► gate
+                                                                                       (champion move)
 validate / features / refit / fidelity ──(one failed)──► night_stopped
 ```
 
@@ -42,6 +42,12 @@ registry's lock and runs in the Airflow pool `pricing_promotion` (one slot, shar
 `pricing_promote` DAG). Create it once: `airflow pools set pricing_promotion 1 "champion moves"`.
 A "keep the champion" decision is a successful run: the decision is in
 `reports/gate/date=D/decision.json` and in the task's XCom.
+
+**Candidates.** One mapped `train` task per algorithm of `PRICING_ALGOS` (default `planner`,
+`ppo`): `planner` solves the refit simulator exactly (seconds; skipped, with the reason in its
+log and XCom, when the world is too large for the solver), `ppo`/`dqn` train in it, from scratch
+or from the champion's weights (`PRICING_TRAIN_INIT=champion`). `evaluate` puts them beside the
+champion, the rule, the best fixed price and the behavioural clone of the window's logs.
 
 **Assets.** `features` updates `pricing://features`, each `train` task `pricing://candidate-model`;
 `pricing://champion` gets an event only when the champion actually moves.

@@ -192,3 +192,40 @@ def test_bad_input_stops_the_night_and_quarantines(night: tuple[Settings, dict],
         assert again["status"] == "stopped" and "in quarantine" in again["reason"]
     finally:
         lake.write_partition("raw", "decisions", day, original)
+
+
+def test_a_fine_tuning_night_starts_from_the_champions_weights(
+    night: tuple[Settings, dict],
+) -> None:
+    """PRICING_TRAIN_INIT=champion: tonight's PPO starts from the PPO champion's weights, with a
+    fraction of the budget, and its version, the night's result and the ledger say so."""
+    import mlflow
+
+    base, _ = night
+    lake = Lake.from_uri(base.lake)
+    reg = Registry(base, lake)
+    ppo = reg.find_version(LAST.isoformat(), "ppo")
+    assert ppo is not None
+    reg.client.set_registered_model_alias(reg.name, "champion", str(ppo.version))
+    settings = base.model_copy(
+        update={"algos": ("ppo",), "train_init": "champion", "ppo_timesteps": 20_000}
+    )
+    day = LAST + dt.timedelta(days=1)
+    result = run_night(settings, day).to_dict()
+    assert result["status"] == "completed", result
+    trained = result["steps"]["train_ppo"]
+    assert trained["init"] == f"champion:v{ppo.version}"
+    assert reg.version(trained["version"]).tags["init"] == f"champion:v{ppo.version}"
+    run = mlflow.MlflowClient(settings.tracking_uri).get_run(trained["run_id"])
+    assert run.data.params["train/timesteps"] == str(round(20_000 * settings.finetune_fraction))
+    gate = result["steps"]["gate"]
+    if gate["moved"]:
+        assert reg.ledger.entries()[-1].decision["candidate_init"] == trained["init"]
+    # with the planner as champion there is nothing to fine-tune: scratch, and it says why
+    planner = reg.find_version(LAST.isoformat(), "planner")
+    assert planner is not None
+    reg.client.set_registered_model_alias(reg.name, "champion", str(planner.version))
+    from pipeline.nightly.steps import _starting_point
+
+    init, start = _starting_point(settings, reg, "ppo", World.model_validate(tiny_world_dict()))
+    assert start is None and init == f"scratch (the champion v{planner.version} is no ppo)"

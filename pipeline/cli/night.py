@@ -130,6 +130,9 @@ def demo(
     from pipeline.model.evaluation import headroom
 
     os.environ.setdefault("PRICING_DATA_DIR", str(data_dir))
+    # the first night: the exact plan of the refit world and PPO beside it at a fifth of the
+    # nightly budget (the plan wins where the solver runs: README, agent quality)
+    os.environ.setdefault("PRICING_PPO_TIMESTEPS", "1000000")
     config = settings(data_dir=data_dir)
     start = dt.date(2026, 1, 5)
     last = start + dt.timedelta(days=days - 1)
@@ -152,7 +155,7 @@ def demo(
     out = data_dir / "reports" / "demo.json"
     evaluate(
         world_path=config.world_file,
-        policies=f"dp,{champion},static,rule,bandit,myopic,random",
+        policies=f"dp,{champion},static,rule,bc,bandit,myopic,random",
         episodes=episodes,
         seed=seed + 1000,
         json_out=out,

@@ -448,12 +448,18 @@ def promotion_gate(settings: Settings, date: dt.date) -> Gated:
             note = f"v{evidence.candidate_version} is already the champion (re-run)"
         elif promote:
             try:
+                tags = registry.version(evidence.candidate_version).tags
                 registry.promote(
                     evidence.candidate_version,
                     evidence.champion_version,
                     reason,
                     who="nightly",
-                    decision=decision.to_dict(),
+                    # the ledger says what kind of candidate won and where its training started
+                    decision={
+                        **decision.to_dict(),
+                        "candidate_algo": tags.get("algo"),
+                        "candidate_init": tags.get("init", "scratch"),
+                    },
                 )
                 moved = True
             except PromotionConflict as err:

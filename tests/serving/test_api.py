@@ -329,3 +329,37 @@ def test_every_worker_reports_the_share_an_admin_call_to_another_set(env: Env) -
             one.post("/admin/ab", json={"treatment_share": 0.25}, headers=auth).status_code == 200
         )
         assert other.get("/readyz").json()["treatment_share"] == 0.25
+
+
+def test_a_planner_champion_prices_as_its_table(env: Env) -> None:
+    """The model-based candidate is served through the same champion path: its price is the
+    exact plan's action for the state the request describes."""
+    import mlflow
+    import numpy as np
+
+    from pipeline.model.planner import plan
+    from pipeline.release.registry import CHAMPION
+    from pipeline.tracking import experiment
+
+    planner = plan(env.world)
+    reg = env.registry()
+    with experiment(env.settings, "test"), mlflow.start_run():
+        mv = reg.register_candidate(planner, env.world, "planner", {"logical_date": "2026-01-05"})
+    reg.client.set_registered_model_alias(reg.name, CHAMPION, str(mv.version))
+    p = planner.params
+    knobs = {"treatment_share": 1.0, "epsilon": 0.0, "epsilon_min": 0.0, "max_step_levels": 5}
+    served, want, level = [], [], p.initial_level
+    with env.client(**knobs) as c:
+        # one price per SKU and period holds: one request per hour, the stock changing
+        for hour, inventory in zip(range(10, 16), [0, 3, 9, 17, 25, 12], strict=True):
+            body = {**BODY, "inventory": inventory, "ts": f"2026-01-05T{hour:02d}:15:00Z"}
+            answer = c.post("/v1/price", json=body).json()
+            assert answer["policy"] == "champion", answer
+            assert answer["model_version"] == str(mv.version)
+            served.append(answer["action"])
+            action = int(planner.table[0, hour, inventory, level, p.comp_initial])
+            want.append(action)
+            level = int(np.clip(level + p.moves[action], 0, p.L - 1))
+            assert answer["price"] == pytest.approx(p.ref_price[0] * p.ratios[level], abs=0.01)
+    assert served == want
+    assert len(set(want)) > 1  # the plan depends on the state: the lookup is not trivial
