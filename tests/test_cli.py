@@ -147,3 +147,41 @@ def test_unknown_policy_is_a_clear_error(tiny_world_file: Path) -> None:
     )
     assert res.exit_code == 1
     assert "unknown policy 'cheapest'" in res.output
+
+
+def test_planner_file_and_behavioural_clone_from_the_command_line(
+    tmp_path: Path, tiny_world_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`pricing train --algo planner` writes the exact plan; `pricing evaluate` takes it as a
+    file, and `bc` clones the lake's logged decisions (a clear error when there are none)."""
+    monkeypatch.setenv("PRICING_DATA_DIR", str(tmp_path / "data"))
+    plan_file = tmp_path / "plan.npz"
+    res = runner.invoke(
+        app,
+        ["train", "--world", str(tiny_world_file), "--algo", "planner", "--out", str(plan_file)],
+    )
+    assert res.exit_code == 0, res.output
+    assert plan_file.is_file() and Path(f"{plan_file}.sha256").is_file()
+    args = ["evaluate", "--world", str(tiny_world_file), "--episodes", "30", "--seed", "1"]
+    res = runner.invoke(app, [*args, "--policies", "dp,bc"])
+    assert res.exit_code == 1 and "holds none" in res.output
+    res = runner.invoke(
+        app,
+        [
+            "history",
+            "--world",
+            str(tiny_world_file),
+            "--days",
+            "8",
+            "--lake",
+            str(tmp_path / "data" / "lake"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "report.json"
+    res = runner.invoke(app, [*args, "--policies", f"dp,{plan_file},bc,random", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    policies = json.loads(out.read_text())["policies"]
+    assert policies["plan"]["mean_profit"] == policies["dp"]["mean_profit"]
+    assert policies["bc"]["mean_profit"] > policies["random"]["mean_profit"]
+    assert "bc: cloned" in res.output
