@@ -107,14 +107,69 @@ def warm_start(model: BaseAlgorithm, start: BaseAlgorithm) -> None:
     model.policy.load_state_dict(theirs)
 
 
+Teacher = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (observations, SKU indices) -> actions
+
+
+def imitate(
+    model: BaseAlgorithm,
+    venv: MarketVecEnv,
+    teacher: Teacher,
+    episodes: int = 16,
+    epochs: int = 10,
+    epsilon: float = 0.2,
+    seed: int = 0,
+) -> float:
+    """Behavioural cloning of ``teacher`` (actions from observations and SKU indices, e.g. the
+    exact plan of the same world) into a PPO actor before PPO trains it further.
+
+    The teacher prices ``episodes`` rounds of the vectorised market with ``epsilon`` random moves
+    (so the states off its own path are seen too); the actor (shared layers and action head) is
+    fitted to the teacher's action by cross-entropy. Returns the final agreement on the states."""
+    policy: Any = model.policy
+    rng = np.random.default_rng(seed)
+    obs_all, act_all = [], []
+    obs = venv.reset()
+    for _ in range(episodes * venv.params.T):
+        want = teacher(obs, venv.market.sku)
+        obs_all.append(obs)
+        act_all.append(want)
+        explore = rng.random(len(want)) < epsilon
+        acts = np.where(explore, rng.integers(0, venv.params.A, len(want)), want)
+        obs, _, _, _ = venv.step(acts)
+    x = torch.as_tensor(np.concatenate(obs_all), dtype=torch.float32)
+    y = torch.as_tensor(np.concatenate(act_all), dtype=torch.int64)
+    actor = [
+        *policy.mlp_extractor.policy_net.parameters(),
+        *policy.action_net.parameters(),
+        *policy.features_extractor.parameters(),
+    ]
+    opt = torch.optim.Adam(actor, lr=1e-3)
+    order_rng = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=order_rng)
+        for i in range(0, len(x), 512):
+            idx = order[i : i + 512]
+            logits = policy.action_net(policy.mlp_extractor.forward_actor(x[idx]))
+            loss = torch.nn.functional.cross_entropy(logits, y[idx])
+            opt.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+    with torch.no_grad():
+        logits = policy.action_net(policy.mlp_extractor.forward_actor(x))
+        return float((logits.argmax(dim=1) == y).float().mean())
+
+
 def train_agent(
     world: World,
     config: TrainConfig,
     progress: Callable[[int, int, float | None], None] | None = None,
     start: BaseAlgorithm | None = None,
+    teacher: Teacher | None = None,
 ) -> BaseAlgorithm:
     """Train ``config.algo`` (see `pipeline.model.algos`); returns the SB3 model. Seeded end to
-    end. ``start``: a trained model whose weights the training starts from (`warm_start`)."""
+    end. ``start``: a trained model whose weights the training starts from (`warm_start`);
+    ``teacher``: a policy (observation, SKU index → action) the PPO actor imitates first
+    (`imitate`)."""
     torch.set_num_threads(config.torch_threads)
     venv = MarketVecEnv(world, num_envs=config.n_envs, seed=config.seed, reward_scale="sku")
     lr0 = config.learning_rate
@@ -124,6 +179,11 @@ def train_agent(
     model = ALGOS[config.algo].build(venv, config, learning_rate)
     if start is not None:
         warm_start(model, start)
+    if teacher is not None:
+        if not ALGOS[config.algo].stochastic:
+            raise ValueError("imitation warm-starts a PPO actor; DQN has none")
+        imitate(model, venv, teacher, seed=config.seed)
+        venv.reset()
     callback = _Progress(config.timesteps, progress) if progress else None
     model.learn(total_timesteps=config.timesteps, callback=callback)
     return model
