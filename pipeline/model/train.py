@@ -127,15 +127,16 @@ def imitate(
     fitted to the teacher's action by cross-entropy. Returns the final agreement on the states."""
     policy: Any = model.policy
     rng = np.random.default_rng(seed)
-    obs_all, act_all = [], []
-    obs = venv.reset()
+    obs_all: list[np.ndarray] = []
+    act_all: list[np.ndarray] = []
+    obs = np.asarray(venv.reset())
     for _ in range(episodes * venv.params.T):
         want = teacher(obs, venv.market.sku)
         obs_all.append(obs)
         act_all.append(want)
         explore = rng.random(len(want)) < epsilon
         acts = np.where(explore, rng.integers(0, venv.params.A, len(want)), want)
-        obs, _, _, _ = venv.step(acts)
+        obs = np.asarray(venv.step(acts)[0])
     x = torch.as_tensor(np.concatenate(obs_all), dtype=torch.float32)
     y = torch.as_tensor(np.concatenate(act_all), dtype=torch.int64)
     actor = [
