@@ -39,12 +39,16 @@ class Settings(BaseSettings):
     train_seed: int = 0
     train_init: str = Field(
         "scratch",
-        description="model-free agents start from random weights (scratch) or from the "
+        description="model-free agents start from random weights (scratch), from the "
         "champion's (champion: fine-tuning on the latest refit, when the champion is the same "
-        "algorithm and fits the world)",
+        "algorithm and fits the world), or imitating tonight's exact plan (planner: PPO only, "
+        "where the solver can run)",
     )
     finetune_fraction: float = Field(
-        0.4, gt=0, le=1, description="a fine-tuning night's budget, as a fraction of scratch's"
+        0.4,
+        gt=0,
+        le=1,
+        description="a warm-started night's budget (champion or planner), as a fraction of scratch's",
     )
     n_envs: int = Field(64, ge=1)
 

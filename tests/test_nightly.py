@@ -227,5 +227,11 @@ def test_a_fine_tuning_night_starts_from_the_champions_weights(
     reg.client.set_registered_model_alias(reg.name, "champion", str(planner.version))
     from pipeline.nightly.steps import _starting_point
 
-    init, start = _starting_point(settings, reg, "ppo", World.model_validate(tiny_world_dict()))
-    assert start is None and init == f"scratch (the champion v{planner.version} is no ppo)"
+    world = World.model_validate(tiny_world_dict())
+    start = _starting_point(settings, reg, "ppo", world)
+    assert not start.warm and start.init == f"scratch (the champion v{planner.version} is no ppo)"
+    # PRICING_TRAIN_INIT=planner: PPO's actor imitates tonight's exact plan first
+    imitating = settings.model_copy(update={"train_init": "planner"})
+    start = _starting_point(imitating, reg, "ppo", world)
+    assert start.init == "imitate:planner" and start.teacher is not None
+    assert _starting_point(imitating, reg, "dqn", world).init.startswith("scratch (dqn has no")

@@ -37,8 +37,9 @@ from pipeline.data.lake import Lake, open_lake
 from pipeline.data.validation import quarantine_partition, read_and_validate, validate_partition
 from pipeline.data.window import validate_together
 from pipeline.model.agents import Agent, algo_name
+from pipeline.model.algos import ALGOS
 from pipeline.model.planner import DP_MAX_STATES, PLANNER, Planner, dp_states, dp_tractable, plan
-from pipeline.model.train import TrainConfig, WarmStartError, train_agent
+from pipeline.model.train import Teacher, TrainConfig, WarmStartError, train_agent
 from pipeline.nightly.results import (
     Faithful,
     Featured,
@@ -341,7 +342,7 @@ def train_candidate(
         )
         log.info("planner skipped: %s", why)
         return Trained(algo=algo, version=None, reused=False, skipped=why)
-    init, start = _starting_point(settings, registry, algo, world)
+    start = _starting_point(settings, registry, algo, world)
     run_name = f"{algo}__{date.isoformat()}__seed{settings.train_seed}"
     with experiment(settings), mlflow.start_run(run_name=run_name) as run:
         mlflow.log_params({"data/logical_date": date.isoformat(), "sim/world": world.name})
@@ -358,46 +359,63 @@ def train_candidate(
             "logical_date": date.isoformat(),
             "git_commit": git_commit(),
             "mlflow_run_id": run.info.run_id,
-            "init": init,
+            "init": start.init,
         }
         mv = registry.register_candidate(model, world, algo, tags)
     return Trained(
-        algo=algo, version=str(mv.version), reused=False, run_id=run.info.run_id, init=init
+        algo=algo, version=str(mv.version), reused=False, run_id=run.info.run_id, init=start.init
     )
 
 
-def _starting_point(
-    settings: Settings, registry: Registry, algo: str, world: World
-) -> tuple[str, BaseAlgorithm | None]:
-    """Where a model-free night starts (``PRICING_TRAIN_INIT``): ``scratch``, or the champion's
-    weights (``champion:v<N>``) when it is a model of the same algorithm that fits tonight's
-    world. Anything else (no champion, another kind, other observation or action sizes) trains
-    from scratch with the full budget and says why."""
+@dataclasses.dataclass(frozen=True)
+class _Start:
+    """Where a model-free night starts, and the tag that says so."""
+
+    init: str  # scratch | champion:v<N> | imitate:planner (with the reason when it fell back)
+    weights: BaseAlgorithm | None = None  # the champion's, to fine-tune
+    teacher: Teacher | None = None  # the plan the actor imitates first
+
+    @property
+    def warm(self) -> bool:
+        return self.weights is not None or self.teacher is not None
+
+
+def _starting_point(settings: Settings, registry: Registry, algo: str, world: World) -> _Start:
+    """Where a model-free night starts (``PRICING_TRAIN_INIT``): ``scratch``; ``champion``: the
+    champion's weights when it is a model of the same algorithm that fits tonight's world;
+    ``planner``: the PPO actor first imitates the exact plan of tonight's refit world (where the
+    solver can run). Anything else trains from scratch with the full budget and says why."""
     if algo == PLANNER or settings.train_init == "scratch":
-        return "scratch", None
+        return _Start("scratch")
+    params = world.compile()
+    if settings.train_init == "planner":
+        if not ALGOS[algo].stochastic:
+            return _Start(f"scratch ({algo} has no actor to imitate the plan)")
+        if not dp_tractable(params):
+            return _Start("scratch (the refit world is too large to plan)")
+        return _Start("imitate:planner", teacher=plan(world).actions)
     version = registry.champion_version()
     if version is None:
-        return "scratch (no champion to fine-tune)", None
+        return _Start("scratch (no champion to fine-tune)")
     champion = registry.load(version).model
     if isinstance(champion, Planner) or algo_name(champion) != algo:
-        return f"scratch (the champion v{version} is no {algo})", None
-    params = world.compile()
+        return _Start(f"scratch (the champion v{version} is no {algo})")
     obs_shape = getattr(champion.observation_space, "shape", None)
     n_actions = getattr(champion.action_space, "n", None)
     if obs_shape != (params.obs_dim,) or n_actions != params.A:
-        return f"scratch (the champion v{version} was trained on another observation)", None
-    return f"champion:v{version}", champion
+        return _Start(f"scratch (the champion v{version} was trained on another observation)")
+    return _Start(f"champion:v{version}", weights=champion)
 
 
 def _train_model_free(
     settings: Settings,
     world: World,
     algo: str,
-    start: BaseAlgorithm | None,
+    start: _Start,
     progress: TrainProgress | None,
 ) -> BaseAlgorithm:
     config = TrainConfig.for_night(settings, algo)
-    if start is not None:  # fine-tuning: a fraction of a scratch night's budget
+    if start.warm:  # a warm start: a fraction of a scratch night's budget
         budget = max(1, round(config.timesteps * settings.finetune_fraction))
         config = dataclasses.replace(config, timesteps=budget)
     mlflow.log_params({f"train/{k}": v for k, v in config.as_params().items()})
@@ -409,7 +427,7 @@ def _train_model_free(
             progress(done, total, profit)
 
     try:
-        return train_agent(world, config, report, start=start)
+        return train_agent(world, config, report, start=start.weights, teacher=start.teacher)
     except WarmStartError as err:
         raise NightStopped(
             "train",
