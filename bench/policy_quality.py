@@ -17,8 +17,9 @@ For each world and each seed, the path a night takes, with the functions the nig
 Headroom = (policy − static) / (dp − static) on the same episodes. Per world, per candidate kind:
 median and worst headroom over the seeds, % of the optimum, gain over the rule, training seconds.
 Per seed it also prints what the refit costs: the true optimum's profit evaluated in the refit
-world vs in the truth (how far the refit's view of the best policy is off), and the refit
-planner in the truth (the ceiling of anything trained in that refit).
+world vs in the truth (how far the refit's view of the best policy is off), the refit planner in
+the truth (the ceiling of anything trained in that refit), and what the refit recovered (each
+segment's price sensitivity as a ratio to the truth, the competitor chain's largest error).
 
 Last line: ``night_headroom_median=… night_headroom_worst=… vs_rule_worst=… first_night_s=…``
 (the default world; fractions and seconds; first_night_s is the candidates' build time of the
@@ -68,6 +69,7 @@ class Seed:
     night: str = ""
     fidelity: str = ""
     refit_gap: float = float("nan")  # true optimum's profit: refit world / truth − 1
+    recovered: str = ""  # elasticities and competitor chain of the refit vs the truth
 
 
 def _history(world: World, days: int, seed: int) -> pd.DataFrame:
@@ -88,6 +90,7 @@ def run_seed(world: World, seed: int, args: argparse.Namespace) -> Seed:
     started = time.perf_counter()
     refit = fit_world(world, train).world
     out.seconds["refit"] = time.perf_counter() - started
+    out.recovered = _recovered(world, refit)
     fid = fidelity_check(refit, held, 0.03, 1.75)
     out.fidelity = "pass" if fid.passed else f"FAIL ({fid.message})"
     candidates: dict[str, Policy] = {}
@@ -134,6 +137,18 @@ def run_seed(world: World, seed: int, args: argparse.Namespace) -> Seed:
     return out
 
 
+def _recovered(truth: World, refit: World) -> str:
+    """Per-segment price sensitivity (refit / truth) and the competitor chain's largest error."""
+    fitted = {s.name: s.price_sensitivity for s in refit.segments}
+    ratios = [
+        f"{s.name} {fitted[s.name] / s.price_sensitivity:.2f}"
+        for s in truth.segments
+        if s.name in fitted and s.price_sensitivity
+    ]
+    p_err = float(np.abs(refit.compile().comp_P - truth.compile().comp_P).max())
+    return f"price sensitivity refit/truth: {', '.join(ratios) or 'n/a'}; comp chain max err {p_err:.3f}"
+
+
 def _row(name: str, seeds: list[Seed], seconds: str | None = None) -> str:
     h = [s.headroom[name] for s in seeds if name in s.headroom]
     if not h:
@@ -175,7 +190,8 @@ def main() -> None:
             print(
                 f"  seed {seed}: headroom {parts}; night picks {s.night}; fidelity {s.fidelity}; "
                 f"true optimum in the refit world {s.refit_gap:+.1%} vs truth; "
-                f"seconds {', '.join(f'{k} {v:.0f}' for k, v in s.seconds.items())}",
+                f"seconds {', '.join(f'{k} {v:.0f}' for k, v in s.seconds.items())}; "
+                f"{s.recovered}",
                 flush=True,
             )
         print(
