@@ -199,3 +199,19 @@ def test_behavioural_clone_tracks_the_logging_policy_and_beats_random(world: Wor
     assert ev.results["bc"].profit.mean() > ev.results["random"].profit.mean()
     with pytest.raises(ValueError, match="too few"):
         fit_cloned_policy(units.head(10), world)
+
+
+def test_a_planner_prices_another_world_of_its_skus_by_id(world: World, planner: Planner) -> None:
+    """A champion planned on an earlier night prices tonight's world by SKU id, whatever the
+    order; a SKU it never planned is refused by name."""
+    swapped = tiny_world_dict()
+    swapped["skus"] = swapped["skus"][::-1]
+    other = World.model_validate(swapped)
+    market, obs = _random_states(other, 200, seed=7)
+    got = PlannerPolicy(planner).probs(market, obs).argmax(axis=1)
+    np.testing.assert_array_equal(got, planner.actions(obs, 1 - market.sku))
+    extra = tiny_world_dict()
+    extra["skus"][1]["id"] = "new-sku"
+    market, obs = _random_states(World.model_validate(extra), 10, seed=8)
+    with pytest.raises(ValueError, match="new-sku"):
+        PlannerPolicy(planner).probs(market, obs)

@@ -124,6 +124,28 @@ class PlannerPolicy(Policy):
     def __init__(self, planner: Planner, name: str = PLANNER) -> None:
         self.planner = planner
         self.name = name
+        self._ids = [s.id for s in planner.params.world.skus]
+        self._remap: tuple[int, np.ndarray] | None = None
+
+    def _skus(self, market: Market) -> np.ndarray:
+        """The market's SKU indices in the planner's own catalogue (a champion planned on an
+        earlier night prices tonight's world by SKU id)."""
+        world = market.p.world
+        if self._remap is None or self._remap[0] != id(world):
+            ids = [s.id for s in world.skus]
+            if ids == self._ids:
+                remap = np.arange(len(ids))
+            else:
+                mine = {sku: k for k, sku in enumerate(self._ids)}
+                missing = [sku for sku in ids if sku not in mine]
+                if missing:
+                    raise ValueError(
+                        f"{self.name} was planned without SKU(s) {', '.join(missing[:3])}: it "
+                        "cannot price this catalogue; plan the world that holds them"
+                    )
+                remap = np.array([mine[sku] for sku in ids], dtype=np.int64)
+            self._remap = (id(world), remap)
+        return self._remap[1][market.sku]
 
     def probs(self, market: Market, obs: np.ndarray) -> np.ndarray:
-        return self.planner.probs(obs, market.sku)
+        return self.planner.probs(obs, self._skus(market))
