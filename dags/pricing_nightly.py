@@ -264,8 +264,8 @@ def pricing_nightly() -> None:
         doc_md="Train one algorithm in the refit simulator and register it (once per night and algo).",
     )
     def train(algo: str, fitted: dict[str, Any]) -> dict[str, Any]:
+        from pipeline.nightly.candidates import train_candidate
         from pipeline.nightly.results import Refitted
-        from pipeline.nightly.steps import train_candidate
 
         context = get_current_context()
         context["algo"] = algo  # type: ignore[typeddict-unknown-key]  # labels the map index

@@ -225,7 +225,7 @@ def test_a_fine_tuning_night_starts_from_the_champions_weights(
     planner = reg.find_version(LAST.isoformat(), "planner")
     assert planner is not None
     reg.client.set_registered_model_alias(reg.name, "champion", str(planner.version))
-    from pipeline.nightly.steps import _starting_point
+    from pipeline.nightly.candidates import _starting_point
 
     world = World.model_validate(tiny_world_dict())
     start = _starting_point(settings, reg, "ppo", world)

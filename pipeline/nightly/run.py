@@ -13,6 +13,7 @@ from functools import partial
 from typing import Any
 
 from pipeline.contracts import NIGHT_STEPS
+from pipeline.nightly.candidates import train_candidate
 from pipeline.nightly.evaluate import evaluate_candidates
 from pipeline.nightly.results import NightStopped, Refitted, StepResult, Stopped, Trained
 from pipeline.nightly.steps import (
@@ -21,7 +22,6 @@ from pipeline.nightly.steps import (
     extract_features,
     promotion_gate,
     refit_simulator,
-    train_candidate,
     validate_raw,
 )
 from pipeline.settings import Settings
