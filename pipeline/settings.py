@@ -63,6 +63,17 @@ class Settings(BaseSettings):
         "the gate noisy enough to stop correct worlds)",
     )
 
+    # which SKUs a transactions-only (POS) night prices: the rest keep their shelf price
+    pos_min_units_per_day: float = Field(
+        0.5,
+        ge=0,
+        description="a POS SKU is priced when it sells at least this many units a day on "
+        "average (thinner ones: mostly zeros, no demand curve can be fitted or checked)",
+    )
+    pos_max_skus: int | None = Field(
+        None, ge=1, description="at most this many POS SKUs priced, the highest-volume first"
+    )
+
     # fidelity gate
     fidelity_max_conversion_error: float = Field(
         0.03, gt=0, description="max abs error of conversion by price bucket (weighted mean)"

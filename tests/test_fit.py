@@ -252,3 +252,22 @@ def test_constant_competitor_leaves_its_sensitivity_unidentified(tiny_world: Wor
         assert fitted.competitor_sensitivity == seg.competitor_sensitivity
     assert any("competitor_sensitivity not identifiable" in n for n in fit.report["notes"])
     assert fit.world.competitor.transition == ((1.0,),)
+
+
+def test_a_pos_world_prices_the_high_volume_skus_and_reports_the_rest(logs: Logs) -> None:
+    """A catalogue-level choice: SKUs selling too little keep their price, named in the report."""
+    from sim.fit import fit_transactions_world
+
+    tx = logs.transactions
+    days = pd.to_datetime(tx["ts"], utc=True).dt.floor("D").nunique()
+    per_day = tx.groupby("sku")["quantity"].sum().sort_values(ascending=False) / days
+    cut = float(per_day.iloc[2])  # the three best sellers pass
+    world, report = fit_transactions_world(logs.world, tx, min_units_per_day=cut)
+    assert [s.id for s in world.skus] == sorted(per_day.index[:3])
+    assert report["unpriced"]["skus"] == 3
+    left = per_day.iloc[3:].sum() / per_day.sum()
+    assert report["unpriced"]["units_share"] == pytest.approx(left)
+    world, report = fit_transactions_world(logs.world, tx, max_skus=2)
+    assert [s.id for s in world.skus] == sorted(per_day.index[:2])
+    with pytest.raises(FitError, match="PRICING_POS_MIN_UNITS_PER_DAY"):
+        fit_transactions_world(logs.world, tx, min_units_per_day=1e6)

@@ -248,7 +248,12 @@ def refit_simulator(settings: Settings, date: dt.date) -> Refitted:
             transactions = read_days(lake, "transactions", train_days)
             if transactions is None:
                 raise NightStopped("refit", f"no logs in the training window ending {date}")
-            world, report = fit_transactions_world(base, transactions)
+            world, report = fit_transactions_world(
+                base,
+                transactions,
+                min_units_per_day=settings.pos_min_units_per_day,
+                max_skus=settings.pos_max_skus,
+            )
             data_sha = _frame_sha256(transactions)
     except FitError as err:
         raise NightStopped(

@@ -14,7 +14,11 @@ built here therefore keeps what a POS log can identify and states its assumption
 - catalogue facts (cost, capacity, restocks, clearance target) from the base world where the SKU
   is in it; otherwise reference price = median price, cost = median known unit cost or
   ``assumed_cost_ratio`` x reference price, capacity = 1.2 x the mean units of a horizon, no
-  restocks.
+  restocks;
+- which SKUs are priced: the highest-volume ones first, those selling at least
+  ``min_units_per_day`` on average and at most ``max_skus`` of them. A thin SKU's daily sales are
+  mostly zeros and ones: no demand curve can be fitted or checked on them, so the others keep
+  their shelf price and are listed in the report (``unpriced``), with their share of the units.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import pandas as pd
 from sim.catalogue import derive_item
 from sim.fit.demand import fit_demand_transactions
 from sim.fit.fidelity import deviance_moments, poisson_deviance
+from sim.fit.mle import FitError
 from sim.world import Sku, World
 
 
@@ -42,15 +47,18 @@ def fit_transactions_world(
     q0: float = 0.15,
     assumed_cost_ratio: float = 0.6,
     default_elasticity: float = -2.5,
+    min_units_per_day: float = 0.0,
+    max_skus: int | None = None,
 ) -> tuple[World, dict[str, Any]]:
     """Build a simulator from POS transactions; returns the world and a JSON-able report."""
-    demand = fit_demand_transactions(transactions)
-    elasticity, source = _pooled_elasticity(demand.table, default_elasticity)
-    beta = float(np.clip(-elasticity / (1 - q0), 0.1, 20.0))
     tx = transactions.copy()
     tx["ts"] = pd.to_datetime(tx["ts"], utc=True)
     tx = tx[(pd.to_numeric(tx["quantity"], errors="coerce") > 0)]
     tx["quantity"] = tx["quantity"].astype(float)
+    tx, unpriced = _priced(tx, min_units_per_day, max_skus)
+    demand = fit_demand_transactions(tx)
+    elasticity, source = _pooled_elasticity(demand.table, default_elasticity)
+    beta = float(np.clip(-elasticity / (1 - q0), 0.1, 20.0))
     skus, notes = _skus(base, tx, q0, beta, assumed_cost_ratio)
     hod, dow = _seasonality(tx)
     world = base.model_copy(
@@ -99,8 +107,33 @@ def fit_transactions_world(
             "assumed_conversion_at_reference": q0,
         },
         "assumptions": notes,
+        "unpriced": unpriced,
     }
     return world, report
+
+
+def _priced(
+    tx: pd.DataFrame, min_units_per_day: float, max_skus: int | None
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The lines of the SKUs the world prices (highest volume first), and what is left out."""
+    n_days = max(1, int(tx["ts"].dt.floor("D").nunique()))
+    units = tx.groupby(tx["sku"].astype(str))["quantity"].sum().sort_values(ascending=False)
+    keep = units[units / n_days >= min_units_per_day]
+    if max_skus is not None:
+        keep = keep.head(max_skus)
+    if keep.empty:
+        raise FitError(
+            f"no SKU sells {min_units_per_day:g} units a day on average (the best sells "
+            f"{units.iloc[0] / n_days:.2f}): lower PRICING_POS_MIN_UNITS_PER_DAY"
+        )
+    left = units.drop(keep.index)
+    unpriced = {
+        "skus": len(left),
+        "units_share": float(left.sum() / units.sum()) if len(units) else 0.0,
+        "rule": f"at least {min_units_per_day:g} units a day, at most {max_skus or 'all'} SKUs",
+        "examples": [str(x) for x in left.index[:10]],
+    }
+    return tx[tx["sku"].astype(str).isin(keep.index)], unpriced
 
 
 def _pooled_elasticity(table: pd.DataFrame, default: float) -> tuple[float, str]:
