@@ -117,6 +117,6 @@ def test_the_readme_command_line_runs_top_to_bottom(tmp_path: Path) -> None:
     assert len(catalogue["skus"]) == 8  # `--skus`: the night refits these, not the world's
     through_airflow = next(text for c, text in outputs.items() if "--airflow" in c)
     assert "pricing_nightly: success" in through_airflow and "% of optimal" in through_airflow
-    assert re.search(r"v\d+ ppo", through_airflow) and re.search(r"v\d+ dqn", through_airflow)
+    assert re.search(r"v\d+ ppo", through_airflow) and re.search(r"v\d+ planner", through_airflow)
     assert (tmp_path / "data" / "airflow" / "airflow.db").is_file()  # what `make up` shows
     assert (tmp_path / "report.json").is_file() and (tmp_path / "data/pos-lake/raw").is_dir()

@@ -40,8 +40,8 @@ GOOD_NIGHT = {
     "refit": "success",
     "fidelity": "success",
     "algorithms": "success",
+    "train[planner]": "success",
     "train[ppo]": "success",
-    "train[dqn]": "success",
     "evaluate": "success",
     "gate": "success",
     "night_stopped": "skipped",
@@ -95,7 +95,7 @@ def test_a_good_night_runs_every_step_and_writes_the_decision(
     versions = Registry(settings, lake).client.search_model_versions(
         f"name = '{settings.model_name}'"
     )
-    assert {mv.tags["algo"] for mv in versions} == {"ppo", "dqn"}
+    assert {mv.tags["algo"] for mv in versions} == {"planner", "ppo"}
     assert all(mv.tags["logical_date"] == LAST.isoformat() for mv in versions)
     assert all(mv.tags["validation_report"] == fitted["validation_report"] for mv in versions)
 
@@ -120,7 +120,7 @@ def test_assets_get_events(good_night: tuple[Settings, Any]) -> None:
     settings, _ = good_night
     features = asset_events("pricing://features")
     assert features and {e["date"] for e in features} == {LAST.isoformat()}
-    assert {e["algo"] for e in asset_events("pricing://candidate-model")} == {"dqn", "ppo"}
+    assert {e["algo"] for e in asset_events("pricing://candidate-model")} == {"planner", "ppo"}
     ledger = Registry(settings, Lake.from_uri(settings.lake)).ledger.entries()
     moves = [e.to_version for e in ledger if e.who == "nightly"]
     champion = [e for e in asset_events("pricing://champion") if e.get("by") == "nightly"]

@@ -221,7 +221,7 @@ def test_every_task_ran_on_the_celery_worker(stack: Stack, night: Night) -> None
 
 def test_models_are_registered_in_the_tracking_server(stack: Stack, night: Night) -> None:
     versions = _client().search_model_versions(f"name = '{MODEL_NAME}'")
-    assert {mv.tags["algo"] for mv in versions} == {"ppo", "dqn"}
+    assert {mv.tags["algo"] for mv in versions} == {"planner", "ppo"}
     assert all(mv.tags["logical_date"] == NIGHT.isoformat() for mv in versions)
     evaluation = _xcom(stack, night.token, night.run, "evaluate")
     assert _alias(CHALLENGER) == str(evaluation["challenger"])
