@@ -27,6 +27,10 @@ ASSUMED_COST_RATIO = 0.6  # unit cost assumed as this share of the price when no
 CAPACITY_HORIZONS = 1.2  # capacity assumed as this many horizons of average sales
 
 
+# a Sku's demand, which the market holds (the refit estimates it), not the catalogue
+MARKET_FIELDS = ("arrival_rate", "price_sensitivity_scale", "demand_dispersion")
+
+
 class CatalogueError(WorldError):
     """A catalogue is unreadable or out of range; the message names the field and the fix."""
 
@@ -46,6 +50,9 @@ class CatalogueItem(BaseModel):
     restock_qty: int = Field(0, ge=0, le=1000)
     clearance_target: float = Field(0.0, ge=0.0, le=1.0, description="share of capacity to sell")
     assumed: tuple[str, ...] = Field((), description="fields estimated, not known: check them")
+    category: str | None = Field(
+        None, max_length=80, description="its category: thin SKUs borrow demand estimates from it"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> CatalogueItem:
@@ -58,7 +65,7 @@ class CatalogueItem(BaseModel):
         return self
 
     def to_sku(self, arrival_rate: float) -> Sku:
-        data = self.model_dump(exclude={"assumed"})
+        data = self.model_dump(exclude={"assumed", "category"})
         if data["initial_inventory"] is None:
             data["initial_inventory"] = self.capacity
         return Sku(**data, arrival_rate=arrival_rate)
@@ -92,7 +99,7 @@ class Catalogue(BaseModel):
     @classmethod
     def of_world(cls, world: World) -> Catalogue:
         """The catalogue a world file describes (its traffic is market, not catalogue)."""
-        items = [CatalogueItem(**s.model_dump(exclude={"arrival_rate"})) for s in world.skus]
+        items = [CatalogueItem(**s.model_dump(exclude=set(MARKET_FIELDS))) for s in world.skus]
         return cls(horizon=world.horizon, pricing=world.pricing, skus=tuple(items))
 
     def ids(self) -> list[str]:
@@ -128,7 +135,11 @@ def apply_catalogue(base: World, catalogue: Catalogue) -> World:
     from the median traffic of the base world (the refit estimates traffic from the logs)."""
     rates = {s.id: s.arrival_rate for s in base.skus}
     prior = float(np.median(list(rates.values())))
-    skus = [item.to_sku(rates.get(item.id, prior)) for item in catalogue.skus]
+    market = {s.id: s.model_dump(include=set(MARKET_FIELDS) - {"arrival_rate"}) for s in base.skus}
+    skus = [
+        item.to_sku(rates.get(item.id, prior)).model_copy(update=market.get(item.id, {}))
+        for item in catalogue.skus
+    ]
     try:
         return World.model_validate(
             {
@@ -187,15 +198,28 @@ def derive_items(transactions: pd.DataFrame, horizon_hours: float) -> list[Catal
     if tx.empty:
         return []
     days = max(1, int(pd.to_datetime(tx["ts"], utc=True).dt.floor("D").nunique()))
+    category = (
+        transactions.loc[tx.index, "category"].groupby(tx["sku"].astype(str)).agg(_mode)
+        if "category" in transactions
+        else pd.Series(dtype=object)
+    )
     items = []
     for sku, g in tx.groupby(tx["sku"].astype(str), sort=True):
-        items.append(
-            derive_item(
-                str(sku),
-                g["unit_price"].to_numpy(dtype=float),
-                g["unit_cost"].to_numpy(dtype=float),
-                float(g["quantity"].sum()) / (24.0 * days),
-                horizon_hours,
-            )
+        item = derive_item(
+            str(sku),
+            g["unit_price"].to_numpy(dtype=float),
+            g["unit_cost"].to_numpy(dtype=float),
+            float(g["quantity"].sum()) / (24.0 * days),
+            horizon_hours,
         )
+        if isinstance(category.get(str(sku)), str):
+            item = item.model_copy(update={"category": category[str(sku)][:80]})
+        items.append(item)
     return items
+
+
+def _mode(values: pd.Series) -> str | None:
+    """The most frequent non-blank value, or None."""
+    v = values.dropna().astype(str).str.strip()
+    v = v[v != ""]
+    return str(v.mode().iloc[0]) if len(v) else None

@@ -9,7 +9,9 @@ stands: nothing in it is left out of the solver.
 
 Demand in a step is Poisson: carts are a Poisson thinning of Poisson visitors, and carts that are not
 abandoned are a thinning of those, so units sold are ``min(Poisson(mean), inventory)`` with
-``mean = cart_rate(t, new level, competitor) x (1 − abandon(old level, new level))``.
+``mean = cart_rate(t, new level, competitor) x (1 − abandon(old level, new level))``. Where a SKU's
+demand is over-dispersed, the step's visitor rate carries an independent Gamma shock, and the thinned
+counts are negative binomial with the same mean (`demand_dist`).
 
 The cost per SKU is O(T x C x L x I^2) for I inventory levels, done as one batched matrix product per
 step: about a second for the default world's SKUs.
@@ -57,6 +59,7 @@ def solve_sku(params: MarketParams, k: int) -> SkuSolution:
     p = params
     T, L, A, C = p.T, p.L, p.A, p.C
     cap = int(p.capacity[k])
+    alpha = float(p.dispersion[k])
     n_inv = cap + 1
     new, group, valid = _pair_groups(p)
     gsafe = np.where(valid, group, 0)
@@ -78,8 +81,7 @@ def solve_sku(params: MarketParams, k: int) -> SkuSolution:
     for t in range(T - 1, -1, -1):
         carts = p.cart_rate[k, t]  # (L, C) by new level
         mean = carts[new] * (1.0 - ab)[:, :, None]  # (L, A, C)
-        pmf = stats.poisson.pmf(d[None, None, None, :], mean[..., None])  # (L, A, C, n_inv)
-        sf = stats.poisson.sf(d[None, None, None, :], mean[..., None])  # P(D > d)
+        pmf, sf = demand_dist(d[None, None, None, :], mean[..., None], alpha)  # (L, A, C, n_inv)
         pmf[..., n_inv - 1] = (
             sf[..., n_inv - 2] if n_inv > 1 else 1.0
         )  # fold the tail: P(D >= n_inv - 1)
@@ -121,6 +123,24 @@ def solve_sku(params: MarketParams, k: int) -> SkuSolution:
     )
 
 
+def demand_dist(d: np.ndarray, mean: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """P(D = d) and P(D > d) of a step's units: Poisson with ``mean``, or negative binomial with
+    variance mean + alpha mean^2 where the SKU's demand is over-dispersed."""
+    if alpha <= 0:
+        return stats.poisson.pmf(d, mean), stats.poisson.sf(d, mean)
+    n = 1.0 / alpha
+    prob = n / (n + np.asarray(mean))
+    return stats.nbinom.pmf(d, n, prob), stats.nbinom.sf(d, n, prob)
+
+
+def demand_isf(tail: float, mean: float, alpha: float) -> float:
+    """The count the step's demand exceeds with probability ``tail``."""
+    if alpha <= 0:
+        return float(stats.poisson.isf(tail, mean))
+    n = 1.0 / alpha
+    return float(stats.nbinom.isf(tail, n, n / (n + mean)))
+
+
 _SOLUTIONS: dict[str, list[SkuSolution]] = {}
 
 
@@ -141,6 +161,7 @@ def evaluate_price_path(params: MarketParams, k: int, levels: np.ndarray) -> flo
     p = params
     T, L, C = p.T, p.L, p.C
     cap = int(p.capacity[k])
+    alpha = float(p.dispersion[k])
     n_inv = cap + 1
     inv = np.arange(n_inv)
     left = np.maximum(inv[:, None] - inv[None, :], 0)
@@ -157,8 +178,7 @@ def evaluate_price_path(params: MarketParams, k: int, levels: np.ndarray) -> flo
         ab = p.abandon[lo, ln]
         carts = p.cart_rate[k, t, ln]  # (C,)
         mean = carts * (1.0 - ab)
-        pmf = stats.poisson.pmf(d[None, :], mean[:, None])  # (C, n_inv)
-        sf = stats.poisson.sf(d[None, :], mean[:, None])
+        pmf, sf = demand_dist(d[None, :], mean[:, None], alpha)  # (C, n_inv)
         pmf[:, n_inv - 1] = sf[:, n_inv - 2] if n_inv > 1 else 1.0
         exp_sold = np.concatenate([np.zeros((C, 1)), np.cumsum(sf, axis=1)[:, :-1]], axis=1)
         unit_margin = p.ref_price[k] * p.ratios[ln] - p.unit_cost[k]
@@ -207,6 +227,7 @@ def static_values(params: MarketParams, k: int, tail: float = 1e-15) -> np.ndarr
     p = params
     T, L, C = p.T, p.L, p.C
     cap = int(p.capacity[k])
+    alpha = float(p.dispersion[k])
     n_inv = cap + 1
     inv = np.arange(n_inv)
     levels = np.stack([static_path(p, lv) for lv in range(L)])  # (paths, T)
@@ -220,10 +241,10 @@ def static_values(params: MarketParams, k: int, tail: float = 1e-15) -> np.ndarr
         ab = p.abandon[lo, ln]  # (paths,)
         carts = p.cart_rate[k, t][ln]  # (paths, C)
         mean = carts * (1.0 - ab)[:, None]
-        n_d = int(min(n_inv, stats.poisson.isf(tail, max(float(mean.max()), 1e-12)) + 2))
+        n_d = int(min(n_inv, demand_isf(tail, max(float(mean.max()), 1e-12), alpha) + 2))
         d = d_all[:n_d]
-        pmf = stats.poisson.pmf(d[None, None, :], mean[..., None])  # (paths, C, D)
-        sf = stats.poisson.sf(d_all[None, None, :], mean[..., None])  # (paths, C, I)
+        pmf, _ = demand_dist(d[None, None, :], mean[..., None], alpha)  # (paths, C, D)
+        _, sf = demand_dist(d_all[None, None, :], mean[..., None], alpha)  # (paths, C, I)
         if n_d > 1:
             pmf[..., n_d - 1] = sf[..., n_d - 2]
         else:

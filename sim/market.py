@@ -136,6 +136,13 @@ def observed_state(
     return t, inventory, level, comp
 
 
+def demand_shock(alpha: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One mean-1 Gamma draw per entry of ``alpha`` (its variance), exactly 1 where alpha is 0."""
+    a = np.asarray(alpha, dtype=float)
+    safe = np.where(a > 0, a, 1.0)
+    return np.where(a > 0, rng.gamma(1.0 / safe, safe), 1.0)
+
+
 def make_streams(
     seed_source: np.random.Generator,
 ) -> tuple[np.random.Generator, np.random.Generator]:
@@ -240,6 +247,8 @@ class Market:
 
         # exogenous: visitors and the competitor's next state (shapes independent of the actions)
         lam = p.arrivals[k, t][:, None] * p.seg_mix[t]
+        if p.dispersion.any():  # over-dispersed demand: a Gamma(1/a, a) shock to the step's rate
+            lam = lam * demand_shock(p.dispersion[k], exo)[:, None]
         views = exo.poisson(lam)
         u_comp = exo.random(self.n)
 

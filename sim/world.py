@@ -174,6 +174,15 @@ class Sku(_Frozen):
     clearance_target: Prob = Field(
         0.0, description="fraction of capacity that must be sold by the end for the bonus; 0 = none"
     )
+    price_sensitivity_scale: float = Field(
+        1.0, gt=0.0, le=20.0, description="multiplies every segment's price sensitivity here"
+    )
+    demand_dispersion: float = Field(
+        0.0,
+        ge=0.0,
+        le=50.0,
+        description="over-dispersion of a day's units: variance = mean + this x mean^2; 0 = Poisson",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Sku:
@@ -352,6 +361,7 @@ class MarketParams:
     restock: np.ndarray  # (K, T) units arriving at the start of step t (t >= 1)
     clear_max_left: np.ndarray  # (K,) int: the bonus is paid if end inventory <= this; -1 = none
     clear_bonus: np.ndarray  # (K,) currency
+    dispersion: np.ndarray  # (K,) per-step over-dispersion of demand (0 = Poisson), see _dispersion
     change_cost: np.ndarray  # (K,) currency per price change
     abandon_cost: float
     margin_weight: float
@@ -437,13 +447,14 @@ def _demand(w: World, ratios: np.ndarray, clock: dict[str, Any]) -> dict[str, An
     comp_ratio = comp_ref[:, None] * comp_states[None, :] / ref[:, None]  # (K, C)
 
     intent = np.array([s.intent for s in seg])
-    beta = np.array([s.price_sensitivity for s in seg])
+    scale = np.array([s.price_sensitivity_scale for s in skus])
+    beta = scale[:, None] * np.array([s.price_sensitivity for s in seg])[None, :]  # (K, S)
     gamma = np.array([s.competitor_sensitivity for s in seg])
     log_p = np.log(ratios)  # (L,)
     log_gap = log_p[None, :, None] - np.log(comp_ratio)[:, None, :]  # (K, L, C)
     logit = (
         intent[None, :, None, None]
-        - beta[None, :, None, None] * log_p[None, None, :, None]
+        - beta[:, :, None, None] * log_p[None, None, :, None]
         - gamma[None, :, None, None] * log_gap[:, None, :, :]
     )
     buy_prob = _sigmoid(logit)  # (K, S, L, C)
@@ -462,6 +473,7 @@ def _demand(w: World, ratios: np.ndarray, clock: dict[str, Any]) -> dict[str, An
     comp_cdf[:, -1] = 1.0
     return {
         "C": len(comp_states),
+        "dispersion": _dispersion(w, clock),
         "seg_mix": seg_mix,
         "arrivals": arrivals,
         "buy_prob": buy_prob,
@@ -472,6 +484,25 @@ def _demand(w: World, ratios: np.ndarray, clock: dict[str, Any]) -> dict[str, An
         "comp_cdf": comp_cdf,
         "comp_initial": w.competitor.initial_state,
     }
+
+
+def _dispersion(w: World, clock: dict[str, Any]) -> np.ndarray:
+    """Per-step over-dispersion that gives a day's units the variance ``demand_dispersion`` asks for.
+
+    Each step's visitors are Poisson with a rate scaled by an independent Gamma(1/a, a) draw (mean
+    1), so a step's units are negative binomial with variance m + a m^2. Over a day of steps with
+    means m_h, the variance is M + a sum(m_h^2) for M = sum(m_h): a = alpha M^2 / sum(m_h^2) gives
+    the day's units the variance M + alpha M^2 of a daily negative binomial. Independent steps keep
+    the state Markov, so the exact solver stays exact (`sim.dp`).
+    """
+    alpha = np.array([s.demand_dispersion for s in w.skus])
+    if not alpha.any():
+        return np.zeros(len(w.skus))
+    per_day = max(1, 24 // w.horizon.step_hours)
+    hod = np.asarray(w.seasonality.hour_of_day, dtype=float)
+    hours = (w.horizon.start_hour + w.horizon.step_hours * np.arange(per_day)) % 24
+    m = hod[hours]
+    return np.asarray(alpha * m.sum() ** 2 / (m**2).sum())
 
 
 def _stock(w: World, T: int) -> dict[str, Any]:

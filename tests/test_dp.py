@@ -75,3 +75,33 @@ def test_batched_static_values_match_single_path_evaluation(tiny_world: World) -
         batched = static_values(p, k)
         single = [evaluate_price_path(p, k, static_path(p, lv)) for lv in range(p.L)]
         assert np.allclose(batched, single, rtol=1e-12, atol=1e-9)
+
+
+def test_over_dispersed_demand_stays_exact(tiny_world: World) -> None:
+    """With a Gamma shock on each step's traffic, the solver's negative-binomial values match the
+    simulator, and a whole day's units get the variance ``mean + alpha x mean^2`` asked for."""
+    alpha = 0.3
+    world = tiny_world.with_skus(
+        [s.model_copy(update={"demand_dispersion": alpha}) for s in tiny_world.skus]
+    )
+    p = world.compile()
+    assert (p.dispersion > alpha).all()  # per step, more than per day
+    pol = TabularPolicy("dp", [solve_sku(p, j).policy for j in range(p.K)], p.A)
+    r = rollout(p, pol, 3000 * p.K, seed=11)
+    for k in range(p.K):
+        returns = r.profit[r.sku == k]
+        half = 1.96 * returns.std(ddof=1) / np.sqrt(len(returns))
+        assert abs(returns.mean() - solve_sku(p, k).value0) < 1.5 * half
+    # one fixed price, stock enough never to run out: the units sold are the demand itself
+    calm = world.with_skus(
+        [s.model_copy(update={"capacity": 1000, "initial_inventory": 1000}) for s in world.skus]
+    ).compile()
+    hold = StaticPolicy(calm, np.full(calm.K, calm.initial_level))
+    days = rollout(calm, hold, 4000, seed=3)
+    units = days.units[days.sku == 0]
+    m = calm.arrivals[0] * units.mean() / calm.arrivals[0].sum()  # each step's mean units
+    assert units.var() == pytest.approx(m.sum() + calm.dispersion[0] * (m**2).sum(), rel=0.15)
+    # over whole days of steps, that is the daily negative binomial's alpha x mean^2
+    per_day = 24 // calm.world.horizon.step_hours
+    day = m[:per_day]
+    assert calm.dispersion[0] * (day**2).sum() == pytest.approx(alpha * day.sum() ** 2, rel=0.05)

@@ -52,9 +52,12 @@ def night(report: dict[str, Any], decision: Gated, title: str) -> None:
 def demand(report: dict[str, Any]) -> None:
     """The per-SKU demand fit of a transactions-only night (its fit report)."""
     fit = report["demand"]
-    table = Table(title="fitted demand (transactions only): units ~ Poisson(price^elasticity)")
-    for col in ("sku", "days", "units", "elasticity", "95% CI", "note"):
+    table = Table(title="fitted demand (transactions only): units ~ NegBin(price^elasticity)")
+    cols = ("sku", "days", "units", "elasticity", "95% CI", "pooled", "dispersion", "note")
+    for col in cols:
         table.add_column(col, justify="left" if col in ("sku", "note") else "right")
+    pooled = {r["sku"]: r for r in report.get("elasticities", {}).get("skus", [])}
+    alphas = report.get("dispersion", {}).get("skus", {})
     for row in fit["skus"]:
         if row.get("identifiable"):
             ci = f"[{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
@@ -62,13 +65,16 @@ def demand(report: dict[str, Any]) -> None:
             note = "negative, as expected" if row["negative"] else "NOT negative"
         else:
             ci, el, note = "—", "—", row.get("reason") or "not identifiable"
-        table.add_row(str(row["sku"]), str(row["days"]), f"{row['units']:.0f}", el, ci, note)
+        sku = str(row["sku"])
+        pool = f"{pooled[sku]['elasticity']:.2f}" if sku in pooled else "—"
+        alpha = f"{alphas[sku]['alpha']:.3f}" if sku in alphas else "—"
+        table.add_row(sku, str(row["days"]), f"{row['units']:.0f}", el, ci, pool, alpha, note)
     out().print(table)
     s = fit["summary"]
     out().print(
         f"{s['negative']} of {s['identifiable']} identifiable elasticities are negative "
         f"({s['significantly_negative']} significantly); simulator price sensitivity: "
-        f"{report['segment']['source']}"
+        f"{report['segment']['source']}; each SKU's own, pooled within its category"
     )
 
 

@@ -325,6 +325,8 @@ def _canonical(frame: pd.DataFrame, m: Mapping) -> tuple[pd.DataFrame, pd.Series
     )
     if "transaction_id" in cols:
         out["transaction_id"] = _mapped_ids(frame[cols["transaction_id"]])
+    if "category" in cols:  # a catalogue fact (pooling thin SKUs), not a column of the feed
+        out["category"] = _ids(frame[cols["category"]])
     return out, reason
 
 
@@ -339,6 +341,13 @@ def _contract(frame: pd.DataFrame) -> pd.DataFrame:
     out["unit_cost"] = out["unit_cost"].astype("float64")
     out["customer_id"] = out["customer_id"].astype("str")
     return out.sort_values(["ts", "transaction_id"], kind="stable").reset_index(drop=True)
+
+
+def _with(frame: pd.DataFrame, category: pd.Series | None) -> pd.DataFrame:
+    """The feed's rows with their category (by transaction id), where the export has one."""
+    if category is None:
+        return frame
+    return frame.assign(category=frame["transaction_id"].map(category).astype(object))
 
 
 def _rejects(frame: pd.DataFrame, reason: pd.Series) -> pd.DataFrame:
@@ -400,6 +409,7 @@ def ingest_transactions(
             good.loc[blank_id, "transaction_id"] = _content_ids(good.loc[blank_id])
     else:
         good["transaction_id"] = _content_ids(good)
+    category = good.set_index("transaction_id")["category"] if "category" in good else None
     good = _contract(good)
 
     partitions = []
@@ -417,7 +427,7 @@ def ingest_transactions(
     horizon = default_world().horizon  # capacity: 1.2 of its horizons (a week) of sales
     horizon_hours = float(horizon.steps * horizon.step_hours)
     catalogue = (
-        add_to_catalogue(lake, dates[0], derive_items(good, horizon_hours), replace=False)
+        add_to_catalogue(lake, dates[0], derive_items(_with(good, category), horizon_hours), False)
         if dates
         else []
     )

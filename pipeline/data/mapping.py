@@ -7,6 +7,9 @@ A mapping file is JSON, for example::
                  "ts": "InvoiceDate", "unit_price": "UnitPrice", "customer_id": "CustomerID"},
      "ts_format": "%m/%d/%Y %H:%M", "timezone": "Europe/London"}
 
+An optional ``category`` column goes to the catalogue (not the feed): the refit pools the demand
+estimates of thin SKUs within their category.
+
 `load_mapping` validates it (a pydantic model) and names the offending key and what is allowed.
 """
 
@@ -31,6 +34,7 @@ CANONICAL = (
     "line_cost",
     "customer_id",
     "transaction_id",
+    "category",
 )
 REQUIRED = ("ts", "sku", "quantity")
 

@@ -79,6 +79,14 @@ def base_world(settings: Settings, lake: Lake, date: dt.date) -> tuple[World, st
     return apply_catalogue(load_world(None), catalogue), uri
 
 
+def _categories(settings: Settings, lake: Lake, date: dt.date) -> dict[str, str]:
+    """SKU -> category from the catalogue in force (none with ``PRICING_WORLD_FILE``)."""
+    snapshot = None if settings.world_file is not None else read_catalogue(lake, date)
+    if snapshot is None:
+        return {}
+    return {item.id: item.category for item in snapshot[0].skus if item.category}
+
+
 def window(settings: Settings, date: dt.date) -> tuple[list[dt.date], list[dt.date]]:
     """Training days and held-out days, both ending at ``date``."""
     days = [date - dt.timedelta(days=i) for i in range(settings.train_days - 1, -1, -1)]
@@ -253,6 +261,7 @@ def refit_simulator(settings: Settings, date: dt.date) -> Refitted:
                 transactions,
                 min_units_per_day=settings.pos_min_units_per_day,
                 max_skus=settings.pos_max_skus,
+                categories=_categories(settings, lake, date),
             )
             data_sha = _frame_sha256(transactions)
     except FitError as err:

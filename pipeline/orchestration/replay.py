@@ -28,7 +28,7 @@ from pipeline.orchestration.service_client import ServiceClient
 from pipeline.settings import Settings
 from sim.feeds import ABANDON, CART, PURCHASE, TRANSACTIONS, VIEW
 from sim.history import Clock, episode_world
-from sim.market import ladder_level
+from sim.market import demand_shock, ladder_level
 from sim.stats import mean_ci95
 from sim.world import MarketParams, World
 
@@ -224,6 +224,8 @@ def play_day(
         shelf: Shelf = state["shelf"]
         p = shelf.params
         lam = p.arrivals[:, t][:, None] * p.seg_mix[t][None, :]
+        if p.dispersion.any():
+            lam = lam * demand_shock(p.dispersion, rng)[:, None]
         visitors = rng.poisson(lam)  # (K, S)
         order = [
             (k, s)

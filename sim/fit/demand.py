@@ -32,7 +32,7 @@ class DemandFit:
         )
 
 
-def _daily_sales(transactions: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+def daily_sales(transactions: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     require_columns(transactions, TRANSACTION_FIELDS, "transactions")
     df = transactions.copy()
     if "unit_price" not in df.columns:
@@ -55,6 +55,32 @@ def _daily_sales(transactions: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return daily.reset_index(), dropped
 
 
+def daily_panel(daily: pd.DataFrame, days: pd.DatetimeIndex | None = None) -> pd.DataFrame:
+    """Selling days per SKU (``sku, day, units, price``) completed with the SKU's days without a
+    sale: every trading day (a day anything sold) between its first and last sale, or every day in
+    ``days`` if given, with 0 units at the price last seen (the next one before its first sale).
+
+    Dropping those days would keep only the days demand happened to be high and bias both the
+    level and the spread of demand. Caution: a POS log cannot tell a day without demand from a day
+    out of stock; a long stock-out reads as weak demand here.
+    """
+    trading = pd.DatetimeIndex(sorted(daily["day"].unique())) if days is None else days
+    parts = []
+    for sku, d in daily.groupby("sku", sort=True):
+        d = d.set_index("day").sort_index()
+        span = (
+            trading
+            if days is not None
+            else trading[(trading >= d.index[0]) & (trading <= d.index[-1])]
+        )
+        full = d.reindex(span.union(d.index))
+        full["units"] = full["units"].fillna(0.0)
+        full["price"] = full["price"].ffill().bfill()
+        full["sku"] = sku
+        parts.append(full.rename_axis("day").reset_index()[["sku", "day", "units", "price"]])
+    return pd.concat(parts, ignore_index=True)
+
+
 def _fit_sku(sku: str, d: pd.DataFrame, min_days: int) -> dict[str, Any]:
     """One SKU's row of the demand table: its elasticity, or why it is not identifiable."""
     y = d["units"].to_numpy(dtype=float)
@@ -62,6 +88,7 @@ def _fit_sku(sku: str, d: pd.DataFrame, min_days: int) -> dict[str, Any]:
     rec: dict[str, Any] = {
         "sku": sku,
         "days": len(d),
+        "selling_days": int((y > 0).sum()),
         "units": float(y.sum()),
         "mean_price": float(d["price"].mean()),
         "price_cv": float(np.std(np.exp(log_p)) / np.mean(np.exp(log_p))),
@@ -76,8 +103,8 @@ def _fit_sku(sku: str, d: pd.DataFrame, min_days: int) -> dict[str, Any]:
         "identifiable": False,
         "reason": "",
     }
-    if len(d) < min_days:
-        return rec | {"reason": f"only {len(d)} selling days (< {min_days})"}
+    if rec["selling_days"] < min_days:
+        return rec | {"reason": f"only {rec['selling_days']} selling days (< {min_days})"}
     if np.std(log_p) < 1e-3:
         return rec | {"reason": "no price variation"}
     weekday = d["day"].dt.day_of_week.to_numpy()
@@ -85,7 +112,7 @@ def _fit_sku(sku: str, d: pd.DataFrame, min_days: int) -> dict[str, Any]:
     dummies = [(weekday == w).astype(float) for w in present[1:]]
     x = np.column_stack([np.ones_like(y), log_p - log_p.mean(), *dummies])
     if len(y) <= x.shape[1]:
-        return rec | {"reason": f"{len(y)} selling days for {x.shape[1]} parameters"}
+        return rec | {"reason": f"{len(y)} days for {x.shape[1]} parameters"}
     res = poisson_glm(x, y)
     mu = np.exp(x @ res.coef)
     dispersion = float(((y - mu) ** 2 / mu).sum() / (len(y) - x.shape[1]))
@@ -109,8 +136,8 @@ def _fit_sku(sku: str, d: pd.DataFrame, min_days: int) -> dict[str, Any]:
 def fit_demand_transactions(transactions: pd.DataFrame, min_days: int = 14) -> DemandFit:
     """Per SKU, a Poisson regression of daily units on log(daily mean unit price) and weekday.
 
-    The elasticity is the log-price coefficient. Days without sales carry no price and are left
-    out, so each fit uses the SKU's selling days only. Standard errors come from the inverse
+    The elasticity is the log-price coefficient. Days without a sale count as 0 units at the
+    price last seen (`daily_panel`). Standard errors come from the inverse
     Fisher information, widened by sqrt(Pearson chi2 / dof) where the daily counts are
     over-dispersed (quasi-Poisson). A SKU with fewer than ``min_days`` selling days or without
     price variation is reported as not identifiable. Caution: prices set by a pricer that reacts
@@ -118,7 +145,8 @@ def fit_demand_transactions(transactions: pd.DataFrame, min_days: int = 14) -> D
     """
     if min_days < 3:
         raise ValueError(f"min_days must be >= 3 (got {min_days})")
-    daily, dropped = _daily_sales(transactions)
+    daily, dropped = daily_sales(transactions)
+    daily = daily_panel(daily)
     records = [_fit_sku(str(sku), d, min_days) for sku, d in daily.groupby("sku", sort=True)]
     table = pd.DataFrame.from_records(records)
     ok = table[table["identifiable"]]

@@ -84,20 +84,41 @@ def poisson_deviance(y: np.ndarray, mu: np.ndarray) -> np.ndarray:
     return np.asarray(2.0 * (ylog - (y - mu)))
 
 
-def deviance_moments(mu: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and variance of the Poisson deviance of one count with mean ``mu``, exactly (summed
-    over the count's support); for small means the mean is well below 1."""
+def nb_deviance(y: np.ndarray, mu: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Unit deviance of a negative binomial with variance mu + alpha mu^2 (Poisson where alpha
+    is 0)."""
+    y, mu, alpha = np.broadcast_arrays(
+        np.asarray(y, float), np.maximum(np.asarray(mu, float), 1e-12), np.asarray(alpha, float)
+    )
+    a = np.maximum(alpha, 1e-12)
+    ylog = np.where(y > 0, y * np.log(np.where(y > 0, y, 1.0) / mu), 0.0)
+    nb = 2.0 * (ylog - (y + 1.0 / a) * np.log((1.0 + a * y) / (1.0 + a * mu)))
+    return np.asarray(np.where(alpha > 0, nb, poisson_deviance(y, mu)))
+
+
+def deviance_moments(
+    mu: np.ndarray, chunk: int = 512, alpha: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of the deviance of one count with mean ``mu`` (Poisson, or negative
+    binomial with variance mu + alpha mu^2), exactly (summed over the count's support); for small
+    means the mean is well below 1."""
     mean = np.zeros_like(mu)
     var = np.zeros_like(mu)
+    alpha = np.zeros_like(mu) if alpha is None else np.asarray(alpha, dtype=float)
     order = np.argsort(mu)
     for lo in range(0, len(mu), chunk):
         idx = order[lo : lo + chunk]
         m = np.maximum(mu[idx], 1e-12)
-        y_lo = max(0, math.floor(m.min() - 12 * math.sqrt(m.min()) - 10))
-        y_hi = math.ceil(m.max() + 12 * math.sqrt(m.max()) + 20)
+        a = alpha[idx][:, None]
+        sd = np.sqrt(m + alpha[idx] * m**2)
+        y_lo = max(0, math.floor((m - 12 * sd).min() - 10))
+        y_hi = math.ceil((m + 40 * sd).max() + 20)
         y = np.arange(y_lo, y_hi + 1, dtype=float)[None, :]
-        pmf = stats.poisson.pmf(y, m[:, None])
-        d = poisson_deviance(y, m[:, None])
+        n = 1.0 / np.maximum(a, 1e-12)
+        pmf = np.where(
+            a > 0, stats.nbinom.pmf(y, n, n / (n + m[:, None])), stats.poisson.pmf(y, m[:, None])
+        )
+        d = nb_deviance(y, m[:, None], a)
         e1 = (pmf * d).sum(axis=1)
         mean[idx] = e1
         var[idx] = np.maximum((pmf * d * d).sum(axis=1) - e1**2, 0.0)

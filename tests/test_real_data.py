@@ -1,0 +1,84 @@
+"""A night on real demand: four public scanner panels (real shelf prices and real brand choices,
+`pipeline.data.scanner`) as a POS export, through `pricing ingest`, the refit, the fidelity gate at
+its default threshold, and the promotion of a champion."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.data.ingest import ingest_transactions
+from pipeline.data.lake import Lake
+from pipeline.data.scanner import SCANNER_MAPPING, scanner_export
+from pipeline.nightly.steps import fitted_world, read_days, refit_simulator, window
+from pipeline.settings import Settings
+from sim.fit import transactions_fidelity_check
+
+LAST = dt.date(2026, 5, 4)  # the export's last day (120 days from 2026-01-05)
+DEFAULT_GATE = Settings.model_fields["fidelity_max_deviance_ratio"].default
+
+
+@pytest.fixture(scope="module")
+def real_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("real")
+    source = root / "scanner.csv"
+    scanner_export().to_csv(source, index=False)
+    report = ingest_transactions(source, SCANNER_MAPPING, Lake.from_uri(str(root / "lake")))
+    assert report.rows_written > 22_000
+    return root
+
+
+def test_the_export_is_the_real_panels() -> None:
+    tx = scanner_export()
+    assert len(tx) == 22_181  # 22,207 occasions less 26 recording errors
+    assert tx["Sku"].nunique() == 17 and tx["Category"].nunique() == 4
+    assert tx.groupby("Sku")["UnitPrice"].nunique().min() > 5  # shelf prices that move
+
+
+def test_real_demand_passes_the_gate_and_a_poisson_world_does_not(real_lake: Path) -> None:
+    settings = Settings(data_dir=real_lake)
+    refit_simulator(settings, LAST)
+    lake = Lake.from_uri(str(real_lake / "lake"))
+    world = fitted_world(lake, LAST)
+    report = json.loads((real_lake / f"lake/reports/sim/date={LAST}/fit_report.json").read_text())
+    groups = {row["group"] for row in report["elasticities"]["skus"]}
+    assert groups == {"catsup", "cracker", "tuna", "yogurt"}  # pooled by the export's categories
+    assert all(row["elasticity"] < 0 for row in report["elasticities"]["skus"])
+    assert report["dispersion"]["median_alpha"] > 0
+
+    heldout = read_days(lake, "transactions", window(settings, LAST)[1])
+    assert heldout is not None
+    fit = transactions_fidelity_check(world, heldout, DEFAULT_GATE)
+    assert fit.passed, fit.message
+    # the same world without its over-dispersion calls real day-to-day swings a misfit ...
+    poisson = world.with_skus([s.model_copy(update={"demand_dispersion": 0.0}) for s in world.skus])
+    assert not transactions_fidelity_check(poisson, heldout, DEFAULT_GATE).passed
+    # ... and the dispersion does not let a wrong world through: demand 60 % too high is stopped
+    high = world.with_skus(
+        [s.model_copy(update={"arrival_rate": s.arrival_rate * 1.6}) for s in world.skus]
+    )
+    assert not transactions_fidelity_check(high, heldout, DEFAULT_GATE).passed
+
+
+def test_a_night_on_real_demand_promotes_a_champion(
+    real_lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {
+        "PRICING_DATA_DIR": str(real_lake),
+        "PRICING_PPO_TIMESTEPS": "2048",
+        "PRICING_N_ENVS": "8",
+        "PRICING_EVAL_EPISODES": "30",
+        "PRICING_BOOTSTRAP_SAMPLES": "200",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    res = CliRunner().invoke(app, ["nightly", "--date", LAST.isoformat()])
+    assert res.exit_code == 0, res.output
+    assert "PROMOTED" in res.output
+    decision = json.loads((real_lake / f"lake/reports/gate/date={LAST}/decision.json").read_text())
+    assert decision["promote"] is True and decision["moved"] is True
