@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     pos_max_skus: int | None = Field(
         None, ge=1, description="at most this many POS SKUs priced, the highest-volume first"
     )
+    pos_holidays: str | None = Field(
+        None,
+        description="country (ISO 3166 code: US, GB, DE, ...) whose public holidays a POS refit "
+        "leaves out of its estimates and the fidelity gate expects at their own traffic",
+    )
 
     # fidelity gate
     fidelity_max_conversion_error: float = Field(
@@ -142,6 +147,14 @@ class Settings(BaseSettings):
                 f"PRICING_LOCK_URI must be a PostgreSQL URL such as "
                 f"postgresql+psycopg2://user@host:5432/db (got {self.lock_uri.split(':', 1)[0]}://…)"
             )
+        if self.pos_holidays:
+            import holidays
+
+            if self.pos_holidays not in holidays.list_supported_countries():
+                raise ValueError(
+                    f"PRICING_POS_HOLIDAYS: {self.pos_holidays!r} is not a country the holidays "
+                    "package knows; use an ISO 3166 code such as US, GB or DE"
+                )
         if self.train_init not in TRAIN_INITS:
             raise ValueError(
                 f"PRICING_TRAIN_INIT: {self.train_init!r} is not one of {', '.join(TRAIN_INITS)}"

@@ -271,3 +271,36 @@ def test_a_pos_world_prices_the_high_volume_skus_and_reports_the_rest(logs: Logs
     assert [s.id for s in world.skus] == sorted(per_day.index[:2])
     with pytest.raises(FitError, match="PRICING_POS_MIN_UNITS_PER_DAY"):
         fit_transactions_world(logs.world, tx, min_units_per_day=1e6)
+
+
+def test_pos_holidays_are_a_calendar_effect_not_a_misfit(logs: Logs) -> None:
+    """Sales doubled on two 'holidays': left out of the fit, measured as a multiplier, and the
+    gate expects the held-out one at that traffic instead of calling it a misfit."""
+    from sim.fit import fit_transactions_world, transactions_fidelity_check
+
+    tx = logs.transactions.copy()
+    tx["ts"] = pd.to_datetime(tx["ts"], utc=True)
+    days = sorted(tx["ts"].dt.date.unique())
+    train, held = days[:-3], days[-3:]
+    holiday_train, holiday_held = train[len(train) // 2], held[1]
+    doubled = tx[tx["ts"].dt.date.isin([holiday_train, holiday_held])]
+    tx = pd.concat([tx, doubled.assign(transaction_id=doubled["transaction_id"] + "-x")])
+    fit_days, heldout = tx[tx["ts"].dt.date.isin(train)], tx[tx["ts"].dt.date.isin(held)]
+
+    world, report = fit_transactions_world(logs.world, fit_days, holidays=[holiday_train])
+    assert report["calendar"]["days"] == [holiday_train.isoformat()]
+    # the day left out, the world is the one the undoubled logs give: the day reads as 2x
+    same, regular = fit_transactions_world(
+        logs.world,
+        logs.transactions[logs.transactions["ts"].dt.date.isin(train)],
+        holidays=[holiday_train],
+    )
+    assert same == world
+    assert report["calendar"]["multiplier"] == pytest.approx(2 * regular["calendar"]["multiplier"])
+    plain, _ = fit_transactions_world(logs.world, fit_days)
+    assert sum(s.arrival_rate for s in plain.skus) > sum(s.arrival_rate for s in world.skus)
+
+    expect = {holiday_held: report["calendar"]["multiplier"]}
+    with_calendar = transactions_fidelity_check(world, heldout, 1.75, expect)
+    without = transactions_fidelity_check(world, heldout, 1.75)
+    assert with_calendar.deviance_ratio < without.deviance_ratio / 2

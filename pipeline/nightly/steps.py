@@ -87,6 +87,18 @@ def _categories(settings: Settings, lake: Lake, date: dt.date) -> dict[str, str]
     return {item.id: item.category for item in snapshot[0].skus if item.category}
 
 
+def public_holidays(settings: Settings, days: list[dt.date]) -> list[dt.date]:
+    """The days among ``days`` that are public holidays of ``PRICING_POS_HOLIDAYS`` (none unset)."""
+    if not settings.pos_holidays or not days:
+        return []
+    import holidays
+
+    calendar = holidays.country_holidays(
+        settings.pos_holidays, years=range(days[0].year, days[-1].year + 1)
+    )
+    return [d for d in days if d in calendar]
+
+
 def window(settings: Settings, date: dt.date) -> tuple[list[dt.date], list[dt.date]]:
     """Training days and held-out days, both ending at ``date``."""
     days = [date - dt.timedelta(days=i) for i in range(settings.train_days - 1, -1, -1)]
@@ -262,6 +274,7 @@ def refit_simulator(settings: Settings, date: dt.date) -> Refitted:
                 min_units_per_day=settings.pos_min_units_per_day,
                 max_skus=settings.pos_max_skus,
                 categories=_categories(settings, lake, date),
+                holidays=public_holidays(settings, train_days),
             )
             data_sha = _frame_sha256(transactions)
     except FitError as err:
@@ -306,7 +319,14 @@ def check_fidelity(settings: Settings, date: dt.date) -> Faithful:
         tx = read_days(lake, "transactions", holdout)
         if tx is None:
             raise NightStopped("fidelity", f"no held-out logs for {holdout}")
-        rep = transactions_fidelity_check(world, tx, settings.fidelity_max_deviance_ratio)
+        report = json.loads(lake.read_bytes(fit_report_path(date)))
+        multiplier = float(report.get("calendar", {}).get("multiplier", 1.0))
+        rep = transactions_fidelity_check(
+            world,
+            tx,
+            settings.fidelity_max_deviance_ratio,
+            {d: multiplier for d in public_holidays(settings, holdout)},
+        )
     payload = rep.to_dict()
     write_json(lake, fidelity_report_path(date), payload)
     if not rep.passed:

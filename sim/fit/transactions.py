@@ -13,7 +13,10 @@ built here therefore keeps what a POS log can identify and states its assumption
   (`_with_dispersion`), which the simulator draws as a Gamma shock to each step's traffic;
 - an assumed conversion at the reference price ``q0`` (default 15 %): arrivals per SKU are then
   calibrated so the expected units at the observed prices match the observed units;
-- hour-of-day and day-of-week seasonality from the timestamps and daily units;
+- hour-of-day seasonality from the timestamps, and weekday traffic net of price;
+- public holidays (given by the caller) left out of every estimate, with their traffic relative to a
+  regular day reported as a calendar effect the fidelity gate applies to held-out holidays (the
+  simulator's weeks have no holidays);
 - no competitor effect (a single competitor state);
 - catalogue facts (cost, capacity, restocks, clearance target) from the base world where the SKU
   is in it; otherwise reference price = median price, cost = median known unit cost or
@@ -27,7 +30,9 @@ built here therefore keeps what a POS log can identify and states its assumption
 
 from __future__ import annotations
 
+import datetime as dt
 import math
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,15 +59,20 @@ def fit_transactions_world(
     min_units_per_day: float = 0.0,
     max_skus: int | None = None,
     categories: dict[str, str] | None = None,
+    holidays: Collection[dt.date] = (),
 ) -> tuple[World, dict[str, Any]]:
     """Build a simulator from POS transactions; returns the world and a JSON-able report.
     ``categories`` (SKU -> category, e.g. the catalogue's) are the groups estimates pool within;
-    without them the whole catalogue is one group."""
+    without them the whole catalogue is one group. Days in ``holidays`` (public holidays) are
+    left out of every estimate; their traffic relative to a regular day is the report's
+    ``calendar.multiplier``, which the fidelity gate applies to held-out holidays."""
     tx = transactions.copy()
     tx["ts"] = pd.to_datetime(tx["ts"], utc=True)
     tx = tx[(pd.to_numeric(tx["quantity"], errors="coerce") > 0)]
     tx["quantity"] = tx["quantity"].astype(float)
     tx, unpriced = _priced(tx, min_units_per_day, max_skus)
+    on_holiday = tx["ts"].dt.date.isin(set(holidays))
+    special, tx = tx[on_holiday], tx[~on_holiday]
     demand = fit_demand_transactions(tx)
     elasticity, source = _pooled_elasticity(demand.table, default_elasticity)
     beta = float(np.clip(-elasticity / (1 - q0), 0.1, 20.0))
@@ -112,6 +122,7 @@ def fit_transactions_world(
     )
     world = World.model_validate(world.model_dump())
     world, dispersion = _with_dispersion(world, tx, groups)
+    calendar = holiday_effect(world, special)
     report = {
         "mode": "transactions",
         "demand": demand.report(),
@@ -127,10 +138,32 @@ def fit_transactions_world(
             "skus": pooled.reset_index().to_dict(orient="records"),
         },
         "dispersion": dispersion,
+        "calendar": calendar,
         "assumptions": notes,
         "unpriced": unpriced,
     }
     return world, report
+
+
+def holiday_effect(world: World, special: pd.DataFrame) -> dict[str, Any]:
+    """Traffic on the holidays of the training window relative to the world's regular days: the
+    units sold over the units the world expects on those days at their prices."""
+    if special.empty:
+        return {"days": [], "multiplier": 1.0, "note": "no holiday in the training window"}
+    known = {s.id for s in world.skus}
+    panel = daily_panel(daily_sales(special)[0])
+    panel = panel[panel["sku"].isin(known)]
+    mu = sum(
+        float(expected_units(world, str(k), d["day"], d["price"].to_numpy(float)).sum())
+        for k, d in panel.groupby("sku")
+    )
+    units = float(panel["units"].sum())
+    return {
+        "days": sorted({d.date().isoformat() for d in panel["day"]}),
+        "multiplier": float(np.clip(units / mu, 0.05, 20.0)) if mu > 0 else 1.0,
+        "units": units,
+        "expected_as_a_regular_day": mu,
+    }
 
 
 def pool_elasticities(table: pd.DataFrame, groups: dict[str, str], fallback: float) -> pd.DataFrame:
@@ -356,12 +389,16 @@ def expected_daily_units(world: World, sku: str, day: pd.Timestamp, price: float
 
 
 def transactions_fidelity_check(
-    world: World, heldout: pd.DataFrame, max_deviance_ratio: float
+    world: World,
+    heldout: pd.DataFrame,
+    max_deviance_ratio: float,
+    holidays: Mapping[dt.date, float] | None = None,
 ) -> TransactionsFidelity:
     """Held-out daily units per SKU vs the world's expectation at the day's price: the deviance
     (negative binomial with the SKU's dispersion, Poisson where it has none) over the deviance
     expected if the world were exact. Every trading day of the held-out window counts, those
-    without a sale of the SKU as 0 units at its last price."""
+    without a sale of the SKU as 0 units at its last price; on a day in ``holidays`` the
+    expectation is scaled by its multiplier (`holiday_effect`)."""
     tx = heldout.copy()
     tx = tx[pd.to_numeric(tx["quantity"], errors="coerce") > 0]
     known = {s.id: s for s in world.skus}
@@ -378,6 +415,8 @@ def transactions_fidelity_check(
         ]
     )
     g = pd.concat([d for _, d in g.groupby("sku", sort=True)], ignore_index=True)
+    if holidays:
+        mu = mu * g["day"].dt.date.map(lambda d: holidays.get(d, 1.0)).to_numpy(dtype=float)
     alpha = np.array([known[str(k)].demand_dispersion for k in g["sku"]])
     y = g["units"].to_numpy(dtype=float)
     dev = nb_deviance(y, mu, alpha)
