@@ -34,8 +34,8 @@ from serving.market import LiveWorld
 from serving.schemas import Arm, PolicyName, SkuColumns, SkuState
 from serving.store import Store
 from sim.market import Market, ladder_level
+from sim.params import MarketParams
 from sim.policies import RulePolicy
-from sim.world import MarketParams
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ import numpy as np
 
 from sim.history import Clock, episode_world
 from sim.market import Market, observe
-from sim.world import MarketParams, World
+from sim.params import MarketParams
+from sim.world import World
 
 DEFAULT_ANCHOR = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)  # a Monday
 

@@ -24,7 +24,7 @@ from serving.decision_log import DecisionLog
 from serving.market import DEFAULT_ANCHOR, LiveWorld
 from serving.store import Store
 from sim.catalogue import apply_catalogue
-from sim.world import MarketParams
+from sim.params import MarketParams
 
 log = logging.getLogger("pricing.serve")
 

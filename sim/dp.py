@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from sim.world import MarketParams
+from sim.params import MarketParams
 
 
 @dataclass(frozen=True)

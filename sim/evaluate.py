@@ -10,9 +10,9 @@ import numpy as np
 
 from sim.dp import solve_world
 from sim.market import Market, make_streams
+from sim.params import MarketParams
 from sim.policies import Policy
 from sim.stats import mean_ci95, paired_bootstrap_ci
-from sim.world import MarketParams
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.world import N_FIXED_OBS, MarketParams, World
+from sim.params import N_FIXED_OBS, MarketParams
+from sim.world import World
 
 OBS_NAMES: tuple[str, ...] = (
     "inventory_frac",

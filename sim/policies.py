@@ -16,7 +16,7 @@ import numpy as np
 
 from sim.dp import best_static_level, solve_world
 from sim.market import Market, StepOutcome
-from sim.world import MarketParams
+from sim.params import MarketParams
 
 POLICY_NAMES = ("dp", "rule", "static", "myopic", "bandit", "random")
 

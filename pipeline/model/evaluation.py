@@ -21,8 +21,9 @@ from pipeline.model.agents import Agent, agent_policy
 from pipeline.model.artifacts import load_agent
 from pipeline.model.planner import dp_tractable, load_planner
 from sim.evaluate import Rollouts, dp_values, episode_skus, paired_difference, rollout, summarize
+from sim.params import MarketParams
 from sim.policies import POLICY_NAMES, Policy, make_baselines
-from sim.world import MarketParams, World
+from sim.world import World
 
 Policies = Mapping[str, tuple[Policy, bool]]  # name -> (policy, greedy)
 

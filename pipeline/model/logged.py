@@ -27,8 +27,9 @@ import pandas as pd
 
 from sim.feeds import ABANDON, CARTED, DECISIONS, PURCHASE
 from sim.market import Market, ladder_level
+from sim.params import MarketParams
 from sim.policies import Policy
-from sim.world import MarketParams, World
+from sim.world import World
 
 UNIT_COLUMNS: tuple[str, ...] = (
     "decision_ts",  # start of the SKU-step, UTC

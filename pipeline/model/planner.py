@@ -20,8 +20,9 @@ import numpy as np
 from pipeline.model.artifacts import ModelIntegrityError, file_sha256, verify_sha256
 from sim.dp import solve_world
 from sim.market import Market, observed_state
+from sim.params import MarketParams
 from sim.policies import Policy, one_hot
-from sim.world import MarketParams, World
+from sim.world import World
 
 PLANNER = "planner"  # its name among the algorithms a night trains (`contracts.ALGORITHMS`)
 

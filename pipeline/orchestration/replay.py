@@ -29,8 +29,9 @@ from pipeline.settings import Settings
 from sim.feeds import ABANDON, CART, PURCHASE, TRANSACTIONS, VIEW
 from sim.history import Clock, episode_world
 from sim.market import demand_shock, ladder_level
+from sim.params import MarketParams
 from sim.stats import mean_ci95
-from sim.world import MarketParams, World
+from sim.world import World
 
 ARMS = ("control", "treatment")
 

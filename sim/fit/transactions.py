@@ -85,42 +85,7 @@ def fit_transactions_world(
     panel = daily_panel(daily_sales(tx)[0])
     skus, traffic, notes = _skus(base, panel, tx, q0, beta, assumed_cost_ratio, scale)
     hod, dow = _seasonality(tx, traffic)
-    world = base.model_copy(
-        update={
-            "name": f"{base.name}-pos-fit",
-            "segments": (
-                base.segments[0].model_copy(
-                    update={
-                        "name": "all",
-                        "share": 1.0,
-                        "intent": round(_logit(q0), 4),
-                        "price_sensitivity": round(beta, 4),
-                        "competitor_sensitivity": 0.0,
-                        "weekend_multiplier": 1.0,
-                    }
-                ),
-            ),
-            "seasonality": base.seasonality.model_copy(
-                update={
-                    "hour_of_day": tuple(float(x) for x in hod / hod.mean()),
-                    "day_of_week": tuple(float(x) for x in dow / dow.mean()),
-                }
-            ),
-            "competitor": base.competitor.model_copy(
-                update={
-                    "states": (
-                        base.competitor.states[0].model_copy(
-                            update={"name": "none", "price_ratio": 1.0}
-                        ),
-                    ),
-                    "transition": ((1.0,),),
-                    "initial_state": 0,
-                }
-            ),
-            "skus": tuple(skus),
-        }
-    )
-    world = World.model_validate(world.model_dump())
+    world = _pos_world(base, q0, beta, skus, hod, dow)
     world, dispersion = _with_dispersion(world, tx, groups)
     calendar = holiday_effect(world, special)
     report = {
@@ -164,6 +129,50 @@ def holiday_effect(world: World, special: pd.DataFrame) -> dict[str, Any]:
         "units": units,
         "expected_as_a_regular_day": mu,
     }
+
+
+def _pos_world(
+    base: World, q0: float, beta: float, skus: list[Sku], hod: np.ndarray, dow: np.ndarray
+) -> World:
+    """The base world's market with one segment, the fitted seasonality, no competitor effect and
+    the fitted SKUs."""
+    world = base.model_copy(
+        update={
+            "name": f"{base.name}-pos-fit",
+            "segments": (
+                base.segments[0].model_copy(
+                    update={
+                        "name": "all",
+                        "share": 1.0,
+                        "intent": round(_logit(q0), 4),
+                        "price_sensitivity": round(beta, 4),
+                        "competitor_sensitivity": 0.0,
+                        "weekend_multiplier": 1.0,
+                    }
+                ),
+            ),
+            "seasonality": base.seasonality.model_copy(
+                update={
+                    "hour_of_day": tuple(float(x) for x in hod / hod.mean()),
+                    "day_of_week": tuple(float(x) for x in dow / dow.mean()),
+                }
+            ),
+            "competitor": base.competitor.model_copy(
+                update={
+                    "states": (
+                        base.competitor.states[0].model_copy(
+                            update={"name": "none", "price_ratio": 1.0}
+                        ),
+                    ),
+                    "transition": ((1.0,),),
+                    "initial_state": 0,
+                }
+            ),
+            "skus": tuple(skus),
+        }
+    )
+    world = World.model_validate(world.model_dump())
+    return world
 
 
 def pool_elasticities(table: pd.DataFrame, groups: dict[str, str], fallback: float) -> pd.DataFrame:
