@@ -45,7 +45,7 @@ class Settings(BaseSettings):
         "where the solver can run)",
     )
     finetune_fraction: float = Field(
-        0.4,
+        0.3,
         gt=0,
         le=1,
         description="a warm-started night's budget (champion or planner), as a fraction of scratch's",
