@@ -16,6 +16,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.contracts import ALGORITHMS, DEFAULT_ALGOS, TRAIN_INITS
 
+# Values that .env.example and tutorials use: a secret set to one of them is refused.
+PLACEHOLDERS = frozenset({"change-me", "changeme", "secret", "password", "token", "admin"})
+
 
 class Settings(BaseSettings):
     """Every knob of the nightly loop. Invalid values fail at construction, naming the variable."""
@@ -27,6 +30,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="root of the embedded defaults")
     lake_uri: str = Field("", description="local path or s3://bucket/prefix; default data_dir/lake")
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto)")
+    s3_max_attempts: int = Field(
+        5, ge=1, le=20, description="attempts per S3 request (botocore's retries, with back-off)"
+    )
+    s3_timeout_s: float = Field(10.0, gt=0, description="connect and read timeout of S3 requests")
     world_file: Path | None = Field(None, description="catalogue and base world; default bundled")
     model_name: str = Field("pricing-agent", min_length=1, description="registered model name")
     mlflow_tracking_uri: str = Field("", description="default: MLFLOW_TRACKING_URI or SQLite")
@@ -137,6 +144,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        if self.admin_token and self.admin_token.strip().lower() in PLACEHOLDERS:
+            raise ValueError(
+                "PRICING_ADMIN_TOKEN is a placeholder, which anyone could guess; generate one: "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
         if self.holdout_days >= self.train_days:
             raise ValueError(
                 f"PRICING_HOLDOUT_DAYS ({self.holdout_days}) must be below PRICING_TRAIN_DAYS "

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -133,3 +135,46 @@ def lake(request: pytest.FixtureRequest, tmp_path: Path) -> Lake:
 def _isolated_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test builds its own Settings: no tracking URI of the machine or an earlier test."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# the fault table: every fault-injection case (tests/faults, the service's) records a row, and
+# the run prints them all at the end ("what survives what" in the README). Rows are files, so
+# that xdist's workers and the controller that prints them share them.
+# ---------------------------------------------------------------------------------------------
+def _fault_dir(config: pytest.Config) -> Path:
+    return Path(config.rootpath) / ".pytest_cache" / "fault-table"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):  # the controller (or a run without xdist)
+        shutil.rmtree(_fault_dir(session.config), ignore_errors=True)
+
+
+@pytest.fixture
+def fault_row(request: pytest.FixtureRequest) -> Callable[..., None]:
+    """``fault_row(fault, injected, survived, lost, sees)``: one row of the fault table."""
+    folder = _fault_dir(request.config)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def record(fault: str, injected: str, survived: bool, lost: int, sees: str) -> None:
+        row = {"fault": fault, "injected": injected, "survived": survived, "lost": lost}
+        row["sees"] = sees
+        (folder / f"{uuid.uuid4().hex}.json").write_text(json.dumps(row))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    if hasattr(config, "workerinput"):
+        return
+    rows = [json.loads(p.read_text()) for p in sorted(_fault_dir(config).glob("*.json"))]
+    if not rows:
+        return
+    rows.sort(key=lambda r: r["fault"])
+    terminalreporter.section("what survives what (injected faults)")
+    terminalreporter.write_line("fault | injected | survived | data lost | the operator sees")
+    for r in rows:
+        survived = "yes" if r["survived"] else "NO"
+        line = f"{r['fault']} | {r['injected']} | {survived} | {r['lost']} | {r['sees']}"
+        terminalreporter.write_line(line)

@@ -1,4 +1,5 @@
-"""`pricing promote`, `pricing rollback`: manual champion moves, behind the admin token."""
+"""`pricing promote`, `pricing rollback`: manual champion moves, behind the admin token;
+`pricing doctor`: do the alias, the ledger and the registry agree (repairs behind the token)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline.cli import render
 from pipeline.cli.app import TokenOpt, app, console, fail, settings
 from pipeline.errors import ExitCode
 from pipeline.settings import Settings
@@ -62,3 +64,34 @@ def _manual_move(
     done = "promoted" if action == "promote" else "rolled back"
     head = "dry run: champion would move" if dry else f"{done}: champion"
     console.print(f"{head} v{move['from']} → v{move['to']} ({reason})")
+
+
+@app.command()
+def doctor(
+    repair: Annotated[
+        bool, typer.Option(help="fix what can be fixed (admin): the champion is never changed")
+    ] = False,
+    token: TokenOpt = None,
+) -> None:
+    """Check that the champion alias, the promotion ledger and the registry agree; exit 2 while
+    a problem remains. --repair records a move the ledger misses, sets unreadable ledger lines
+    aside, restores a deleted champion alias, and writes a missing promoted_at tag."""
+    from pipeline.data.lake import open_lake
+    from pipeline.release import doctor as checks
+    from pipeline.release.registry import Registry
+    from pipeline.tracking import require_tracking
+
+    config = settings()
+    if repair:
+        _require_token(config, token)
+    require_tracking(config)
+    registry = Registry(config, open_lake(config))
+    diagnosis = checks.repair(registry) if repair else checks.diagnose(registry)
+    findings = [f.to_dict() for f in diagnosis.findings]
+    render.doctor(findings, f"{config.model_name}: alias, ledger and registry")
+    if not diagnosis.healthy:
+        fixable = any(not f.ok and f.repair for f in diagnosis.findings) and not repair
+        hint = "; `pricing doctor --repair --token …` fixes what the table says" if fixable else ""
+        fail(f"the promotion records disagree{hint}", ExitCode.STOPPED)
+    repaired = any(f.repaired for f in diagnosis.findings)
+    console.print("healthy, after the repairs above" if repaired else "healthy")

@@ -142,3 +142,14 @@ def replay(figures: dict[str, Any]) -> None:
     if c.get("visitors") and t.get("visitors") and c["profit_per_visitor"]:
         uplift = t["profit_per_visitor"] / c["profit_per_visitor"] - 1
         out().print(f"treatment profit per visitor vs control: {uplift:+.1%} (goal >= +15 %)")
+
+
+def doctor(findings: list[dict[str, Any]], title: str) -> None:
+    """`pricing doctor`: each check, what it found, and what --repair does (or did)."""
+    table = Table(title=title)
+    for col in ("check", "status", "found", "repair"):
+        table.add_column(col)
+    for f in findings:
+        status = "ok" if f["ok"] else ("repaired" if f["repaired"] else "PROBLEM")
+        table.add_row(f["check"], status, escape(f["detail"]), escape(f["repair"] or "—"))
+    out().print(table)

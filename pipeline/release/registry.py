@@ -8,7 +8,9 @@
   MLflow runs on PostgreSQL, so across hosts too; a file lock otherwise), and are compare-and-set: a
   move is refused if ``champion`` changed since the decision was computed. MLflow's own
   ``set_registered_model_alias`` is last-writer-wins, hence the lock.
-- Every move appends a line to the promotion ledger (who, what, why, when, from → to).
+- Every move appends a line to the promotion ledger (who, what, why, when, from → to): the alias
+  moves first, then the line is appended; a move whose line could not be written is recorded
+  (action ``reconcile``) at the start of the next move, or by ``pricing doctor --repair``.
 - Nothing is unpickled before its SHA-256 is verified: the whole model directory against the
   version's ``model_sha256`` tag, then the SB3 file against the manifest.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import json
+import logging
 import os
 import tempfile
 import warnings
@@ -33,15 +36,25 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
 from pipeline.data.lake import open_lake
-from pipeline.errors import PricingError
+from pipeline.errors import PricingError, Unavailable
 from pipeline.model.agents import Agent
 from pipeline.model.artifacts import ModelIntegrityError, directory_sha256, load_agent, save_agent
 from pipeline.model.planner import Planner, load_planner, save_planner
-from pipeline.release.ledger import ByteStore, Ledger, LedgerEntry, promotion_lock
+from pipeline.release.ledger import (
+    ByteStore,
+    Ledger,
+    LedgerEntry,
+    LedgerError,
+    Lock,
+    champion_stack,
+    promotion_lock,
+)
 from pipeline.settings import Settings
 from pipeline.tracking import tracking
 from sim.market import observation_columns
 from sim.world import World, load_world
+
+log = logging.getLogger("pricing.registry")
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -53,6 +66,22 @@ class PromotionConflict(PricingError, RuntimeError):
 
 class RegistryError(PricingError, RuntimeError):
     """A version or alias does not exist, or the requested move is not possible."""
+
+
+# What MLflow answers for a model, version or alias that does not exist (the only errors that
+# mean "absent"; anything else, a server that does not answer above all, is not "no champion").
+_ABSENT = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
+def _absent_or_raise(err: MlflowException, uri: str) -> None:
+    """Return if ``err`` says "does not exist"; else raise `Unavailable` naming the registry."""
+    if err.error_code in _ABSENT:
+        return
+    first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+    raise Unavailable(
+        f"the model registry at {uri} did not answer ({first}); nothing was changed — check that "
+        "it runs (MLFLOW_TRACKING_URI), then retry"
+    ) from err
 
 
 @dataclass(frozen=True)
@@ -79,7 +108,8 @@ class Registry:
         """The version already registered for this night and algorithm (idempotent re-runs)."""
         try:
             versions = self.client.search_model_versions(f"name = '{self.name}'")
-        except MlflowException:
+        except MlflowException as err:
+            _absent_or_raise(err, self.settings.tracking_uri)
             return None
         for mv in versions:
             if mv.tags.get("logical_date") == logical_date and mv.tags.get("algo") == algo:
@@ -160,13 +190,15 @@ class Registry:
     def version(self, version: str | int) -> ModelVersion:
         try:
             return self.client.get_model_version(self.name, str(version))
-        except MlflowException:
+        except MlflowException as err:
+            _absent_or_raise(err, self.settings.tracking_uri)
             raise RegistryError(f"{self.name} has no version {version}") from None
 
     def alias(self, alias: str) -> ModelVersion | None:
         try:
             return self.client.get_model_version_by_alias(self.name, alias)
-        except MlflowException:
+        except MlflowException as err:
+            _absent_or_raise(err, self.settings.tracking_uri)
             return None
 
     def resolve(self, ref: str) -> ModelVersion:
@@ -231,16 +263,18 @@ class Registry:
         if not reason.strip():
             raise RegistryError("a reason is required for every champion move")
         self.version(version)  # exists?
-        with promotion_lock(self.settings):
-            return self._move(version, expected_champion, reason, who, decision, "promote")
+        with promotion_lock(self.settings) as lock:
+            self.reconcile_ledger()
+            return self._move(lock, version, expected_champion, reason, who, decision, "promote")
 
     def rollback(self, reason: str, who: str | None = None) -> LedgerEntry:
         """Point ``champion`` back at the version it replaced (from the ledger)."""
         if not reason.strip():
             raise RegistryError("a reason is required for every champion move")
-        with promotion_lock(self.settings):
+        with promotion_lock(self.settings) as lock:
+            self.reconcile_ledger()
             current = self.champion_version()
-            return self._move(self.rollback_target(), current, reason, who, None, "rollback")
+            return self._move(lock, self.rollback_target(), current, reason, who, None, "rollback")
 
     def manual_move(
         self,
@@ -284,6 +318,7 @@ class Registry:
 
     def _move(
         self,
+        lock: Lock,
         version: str,
         expected_champion: str | None,
         reason: str,
@@ -300,6 +335,7 @@ class Registry:
             )
         if current == str(version):
             raise RegistryError(f"v{version} is already the champion")
+        lock.check()  # a lock lost since it was taken (a dropped connection) moves nothing
         self.client.set_registered_model_alias(self.name, CHAMPION, str(version))
         entry = LedgerEntry(
             when=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -310,8 +346,40 @@ class Registry:
             reason=reason,
             decision=decision,
         )
+        try:
+            self.ledger.append(entry)
+        except Exception as err:
+            raise LedgerError(
+                f"champion moved v{current} → v{version}, but its ledger line could not be "
+                f"written ({err}); the next promotion records it, or run `pricing doctor --repair`"
+            ) from err
+        try:
+            self.client.set_model_version_tag(self.name, str(version), "promoted_at", entry.when)
+        except MlflowException as err:  # the move is whole without it; `pricing doctor` adds it
+            log.warning("v%s serves, but its promoted_at tag was not written: %s", version, err)
+        return entry
+
+    def reconcile_ledger(self, who: str = "pricing doctor") -> LedgerEntry | None:
+        """Record a champion move the ledger misses (the alias moved, its line was never
+        written): the ledger is made to say what serves; the champion itself is not moved.
+        Call it under the promotion lock. Returns the entry written, or None."""
+        current = self.champion_version()
+        stack = champion_stack(self.ledger.entries())
+        if current is None or (stack and stack[-1] == current):
+            return None
+        entry = LedgerEntry(
+            when=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            who=who,
+            action="reconcile",
+            from_version=stack[-1] if stack else None,
+            to_version=current,
+            reason=(
+                f"the champion alias points at v{current} but the ledger ends at "
+                f"{'v' + stack[-1] if stack else 'no champion'}: a move whose ledger line was "
+                "not written (an interrupted promotion, or a move outside pricing), recorded now"
+            ),
+        )
         self.ledger.append(entry)
-        self.client.set_model_version_tag(self.name, str(version), "promoted_at", entry.when)
         return entry
 
     def rollback_target(self) -> str:
@@ -320,12 +388,7 @@ class Registry:
         current = self.champion_version()
         if current is None:
             raise RegistryError("there is no champion to roll back")
-        stack: list[str] = []
-        for entry in self.ledger.entries():
-            if entry.action == "rollback" and stack:
-                stack.pop()
-            else:
-                stack.append(entry.to_version)
+        stack = champion_stack(self.ledger.entries())
         if not stack or stack[-1] != current:
             raise RegistryError(
                 f"the ledger does not end with v{current} as champion (was the alias moved "
