@@ -2,7 +2,7 @@
 real sockets, and the test decides, request by request, what the network does to them.
 
 Modes: ``up`` (forward), ``down`` (drop every connection without an answer, as a dead or
-unreachable store does), ``flap`` (every ``n``-th request answered ``503 SlowDown`` without
+unreachable store does; ``after=n`` lets ``n`` more requests through first), ``flap`` (every ``n``-th request answered ``503 SlowDown`` without
 reaching the server, the rest forwarded: a store under load that botocore's retries ride out).
 """
 
@@ -23,6 +23,7 @@ class FaultProxy:
         self.upstream = (target.hostname or "127.0.0.1", target.port or 80)
         self.mode = "up"
         self.every = 3
+        self.after = 0
         self.requests = 0
         self.injected = 0
         self._lock = threading.Lock()
@@ -76,6 +77,9 @@ class FaultProxy:
         with self._lock:
             self.requests += 1
             if self.mode == "down":
+                if self.after > 0:
+                    self.after -= 1
+                    return None
                 self.injected += 1
                 return "drop"
             if self.mode == "flap" and self.requests % self.every == 0:
@@ -83,9 +87,10 @@ class FaultProxy:
                 return "503"
             return None
 
-    def set(self, mode: str, every: int = 3) -> None:
+    def set(self, mode: str, every: int = 3, after: int = 0) -> None:
         assert mode in ("up", "down", "flap")
-        self.mode, self.every = mode, every
+        with self._lock:
+            self.mode, self.every, self.after = mode, every, after
 
     def close(self) -> None:
         self.server.shutdown()
