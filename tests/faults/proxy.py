@@ -1,9 +1,10 @@
 """A fault-injecting HTTP proxy in front of a real server (moto's S3): requests go through over
 real sockets, and the test decides, request by request, what the network does to them.
 
-Modes: ``up`` (forward), ``down`` (drop every connection without an answer, as a dead or
-unreachable store does; ``after=n`` lets ``n`` more requests through first), ``flap`` (every ``n``-th request answered ``503 SlowDown`` without
-reaching the server, the rest forwarded: a store under load that botocore's retries ride out).
+Modes: ``up`` (forward); ``down`` (drop every connection without an answer, as a dead or
+unreachable store does; ``after=n`` lets ``n`` more requests through first); ``flap`` (every
+``n``-th request answered ``503 SlowDown`` without reaching the server, the rest forwarded: a
+store under load that botocore's retries ride out).
 """
 
 from __future__ import annotations
