@@ -66,6 +66,8 @@ class ChampionHolder:
                 return False
             version = str(mv.version)
             if self.current is not None and self.current.version == version:
+                # (a failed reload of another version is over: the alias is back)
+                self.reason = f"serving {self.current.label} (@{CHAMPION})"
                 return False
             try:
                 loaded = registry.load(version)

@@ -140,6 +140,8 @@ async def refresh(svc: Service) -> None:
     changed = await asyncio.to_thread(svc.holder.refresh)
     if svc.holder.failed_loads and svc.pricer.champion is None:
         svc.reason = svc.holder.reason
+    elif not changed and svc.pricer.champion is svc.holder.current is not None:
+        svc.reason = svc.holder.reason  # says so while a reload fails, and when it is over
     key = _catalogue_key(svc.lake)
     if changed:
         metrics.RELOADS.labels("ok").inc()

@@ -108,6 +108,18 @@ class LocalStore(Store):
 
     def put(self, key: str, data: bytes) -> None:
         target = self._path(key)
+        try:
+            self._put(target, data)
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise LakeUnavailable(
+                    f"cannot write {target}: the disk is full ({err.strerror}); nothing was "
+                    "written — free space under the lake, then re-run the step"
+                ) from err
+            raise
+
+    @staticmethod
+    def _put(target: Path, data: bytes) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         # The temporary file sits beside the target so os.replace is a same-filesystem rename.
         fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=target.parent)
@@ -117,14 +129,6 @@ class LocalStore(Store):
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
-        except OSError as err:
-            Path(tmp).unlink(missing_ok=True)
-            if err.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise LakeUnavailable(
-                    f"cannot write {target}: the disk is full ({err.strerror}); nothing was "
-                    "written — free space under the lake, then re-run the step"
-                ) from err
-            raise
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

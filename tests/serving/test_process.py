@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -53,7 +54,7 @@ def _client(served: Served, load: Load, n: int, seed: int) -> None:
                 load.answered.append(str(answer["event_id"]))
 
 
-def test_sigterm_under_load_loses_no_decision(env: Env, served: Served) -> None:
+def test_sigterm_under_load_loses_no_decision(env: Env, served: Served, fault_row: Any) -> None:
     load = Load()
     warm = [threading.Thread(target=_client, args=(served, load, 150, s)) for s in range(4)]
     for t in warm:
@@ -94,3 +95,11 @@ def test_sigterm_under_load_loses_no_decision(env: Env, served: Served) -> None:
     purchases = int((logged["outcome"] == "purchase").sum())
     assert load.reported.count(200) <= purchases <= load.reported.count(200) + 4
     assert purchases >= 120
+    fault_row(
+        "service: SIGTERM under load",
+        "SIGTERM to `pricing serve` (2 uvicorn workers) with 4 clients sending",
+        True,
+        0,
+        "no 5xx; the workers drain, flush the decision log and exit 0; every answered price is "
+        "logged once",
+    )
