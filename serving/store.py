@@ -212,13 +212,18 @@ class Store:
         """Mark up to ``limit`` chunks due for export (any waiting one when ``everything``),
         oldest first, with ``batch``. The usual query walks the (batch, due) index, not the
         table, while it holds the write lock."""
-        due = "" if everything else "AND due <= ?"
-        args: tuple[Any, ...] = (batch,) if everything else (batch, time.time())
-        cur = self.db.execute(
-            "UPDATE chunks SET batch = ? WHERE id IN (SELECT id FROM chunks WHERE batch IS NULL "
-            f"{due} ORDER BY id LIMIT {int(limit)})",
-            args,
-        )
+        if everything:
+            cur = self.db.execute(
+                "UPDATE chunks SET batch = ? WHERE id IN "
+                "(SELECT id FROM chunks WHERE batch IS NULL ORDER BY id LIMIT ?)",
+                (batch, limit),
+            )
+        else:
+            cur = self.db.execute(
+                "UPDATE chunks SET batch = ? WHERE id IN "
+                "(SELECT id FROM chunks WHERE batch IS NULL AND due <= ? ORDER BY id LIMIT ?)",
+                (batch, time.time(), limit),
+            )
         return cur.rowcount
 
     def pending_batches(self, writer: str = "") -> list[str]:

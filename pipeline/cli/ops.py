@@ -78,11 +78,18 @@ def up(
     from pipeline.orchestration import local_stack
 
     config = settings(data_dir=data_dir)
-    token_note = "PRICING_ADMIN_TOKEN as set"
+    # bandit: a message, not a password
+    token_note = "PRICING_ADMIN_TOKEN as set"  # nosec B105
     if not config.admin_token:
-        # The promote DAG refuses to move the champion unless a token is configured.
-        os.environ["PRICING_ADMIN_TOKEN"] = secrets.token_urlsafe(16)
-        token_note = f"generated for this session: {os.environ['PRICING_ADMIN_TOKEN']}"
+        # The promote DAG refuses to move the champion unless a token is configured. A secret is
+        # never printed: it goes to a file only its owner reads.
+        os.environ["PRICING_ADMIN_TOKEN"] = secrets.token_urlsafe(24)
+        config.runtime_dir.mkdir(parents=True, exist_ok=True)
+        path = config.runtime_dir / "admin-token"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(os.environ["PRICING_ADMIN_TOKEN"] + "\n")
+        token_note = f"generated for this session, in {path} (readable by you only)"
     stopping = False
 
     def interrupt(signum: int, frame: FrameType | None) -> None:

@@ -30,8 +30,14 @@ class ServiceClient:
         request.add_header("Content-Type", "application/json")
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
+        if not self.url.startswith(("http://", "https://")):
+            raise ServiceUnreachable(
+                f"the service URL {self.url!r} must start with http:// or https:// "
+                "(PRICING_SERVICE_URL)"
+            )
         try:
-            with urllib.request.urlopen(request, timeout=60) as response:
+            # bandit: the scheme is checked above (http or https only)
+            with urllib.request.urlopen(request, timeout=60) as response:  # nosec B310
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as err:
             detail = err.read().decode(errors="replace")[:500]

@@ -165,7 +165,7 @@ def test_lock_connection_dropped_mid_move_moves_nothing(registry: Registry, faul
         "pg_terminate_backend of the session holding the advisory lock",
         True,
         0,
-        "LockLost: the promotion lock's database connection dropped; nothing was moved — try again",
+        "LockLost (exit 4): the promotion lock's connection dropped; nothing was moved — try again",
     )
 
 
