@@ -85,3 +85,49 @@ def test_nightly_exits_2_when_validation_stops_it(env: Path) -> None:
     assert lake.has_partition("quarantine", "decisions", start + dt.timedelta(days=2))
     res = runner.invoke(app, ["nightly", "--date", "07/01/2026"])
     assert res.exit_code == 1 and "YYYY-MM-DD" in res.output
+
+
+def test_doctor_reports_then_repairs_behind_the_token(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    v1, v2 = _two_versions(env)
+    settings = Settings(data_dir=env)
+    reg = Registry(settings, Lake.from_uri(settings.lake))
+    res = runner.invoke(app, ["doctor"])
+    assert res.exit_code == 0 and "healthy" in res.output and "no champion yet" in res.output
+    reg.promote(v1, None, "first", who="test")
+    reg.client.set_registered_model_alias(reg.name, "champion", v2)  # moved outside pricing
+    res = runner.invoke(app, ["doctor"])
+    assert res.exit_code == 2, res.output
+    assert "PROBLEM" in res.output and "--repair" in res.output
+    res = runner.invoke(app, ["doctor", "--repair"])
+    assert res.exit_code == 1 and "PRICING_ADMIN_TOKEN" in res.output
+    monkeypatch.setenv("PRICING_ADMIN_TOKEN", "s3cret-token")
+    res = runner.invoke(app, ["doctor", "--repair", "--token", "nope"])
+    assert res.exit_code == 3
+    res = runner.invoke(app, ["doctor", "--repair", "--token", "s3cret-token"])
+    assert res.exit_code == 0 and "repaired" in res.output, res.output
+    assert [(e.action, e.to_version) for e in reg.ledger.entries()] == [
+        ("promote", v1),
+        ("reconcile", v2),
+    ]
+    assert reg.champion_version() == v2
+    assert runner.invoke(app, ["doctor"]).exit_code == 0
+
+
+def test_a_ledger_of_ten_thousand_moves(tmp_path: Path) -> None:
+    """Appends stay whole and the rollback target right at 10,000 entries (the time an append
+    takes there is printed by bench/ledger.py, not asserted)."""
+    from pipeline.release.ledger import Ledger, LedgerEntry, champion_stack, encode
+
+    lake = Lake.from_uri(str(tmp_path / "lake"))
+    ledger = Ledger(lake)
+    entries = [
+        LedgerEntry("2026-01-01T00:00:00+00:00", "n", "promote", str(i), str(i + 1), "r")
+        for i in range(10_000)
+    ]
+    lake.write_bytes(ledger.path, b"".join(encode(e) for e in entries))
+    ledger.append(LedgerEntry("2026-01-02T00:00:00+00:00", "n", "rollback", "10001", "10000", "r"))
+    got = ledger.entries()
+    assert len(got) == 10_001 and got[-1].action == "rollback"
+    assert champion_stack(got)[-2:] == ["9998", "9999"]  # the rollback popped v10000
