@@ -7,23 +7,16 @@ of what happened; the test asserts on it.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import sys
 from pathlib import Path
 
 from pipeline.data.lake import LakeUnavailable, open_lake
-from pipeline.data.synthetic import write_history
 from pipeline.nightly.run import run_night
 from pipeline.release.registry import Registry
 from pipeline.settings import Settings
-from sim.world import World
-from tests.conftest import tiny_world_dict
-
-START = dt.date(2026, 1, 5)
-DAYS = 12
-LAST = START + dt.timedelta(days=DAYS - 1)
+from tests.faults.night import LAST, night_settings, write_tiny_history
 
 
 def _fill(lake_dir: Path, leave: int) -> Path:
@@ -51,22 +44,9 @@ def _attempt(settings: Settings) -> dict[str, object]:
 
 
 def main(root: Path) -> None:
-    (root / "world.json").write_text(json.dumps(tiny_world_dict()))
-    settings = Settings(
-        data_dir=root,
-        lake_uri=str(root / "lake"),
-        world_file=root / "world.json",
-        model_name="disk-full",
-        train_days=10,
-        holdout_days=3,
-        algos=("planner",),
-        eval_episodes=100,
-        bootstrap_samples=200,
-        fidelity_max_conversion_error=0.15,
-        fidelity_max_deviance_ratio=10.0,
-    )
+    settings = night_settings(root, lake_uri=str(root / "lake"), model_name="disk-full")
     lake_dir = root / "lake"
-    write_history(open_lake(settings), World.model_validate(tiny_world_dict()), DAYS + 1, 3, START)
+    write_tiny_history(open_lake(settings))
     before = sorted(p.relative_to(lake_dir).as_posix() for p in lake_dir.rglob("*") if p.is_file())
     out: dict[str, object] = {}
     filler = _fill(lake_dir, leave=0)

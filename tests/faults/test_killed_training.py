@@ -4,7 +4,6 @@ half-written in the lake."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import signal
@@ -17,17 +16,12 @@ from typing import Any
 import pytest
 
 from pipeline.data.lake import open_lake
-from pipeline.data.synthetic import write_history
 from pipeline.nightly.run import run_night
 from pipeline.release.doctor import diagnose
 from pipeline.release.registry import Registry
 from pipeline.settings import Settings
-from sim.world import World
 from tests.conftest import tiny_world_dict
-
-START = dt.date(2026, 1, 5)
-DAYS = 12
-LAST = START + dt.timedelta(days=DAYS - 1)
+from tests.faults.night import LAST, write_tiny_history
 
 # The night in a child process, printing its training progress a line at a time.
 CHILD = """
@@ -68,7 +62,7 @@ def test_training_killed_half_way_then_retried(
     monkeypatch.delenv("PRICING_LAKE_URI", raising=False)
     settings = Settings()  # the night's settings, as the child and the retry read them
     lake = open_lake(settings)
-    write_history(lake, World.model_validate(tiny_world_dict()), DAYS + 1, 3, START)
+    write_tiny_history(lake)
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, LAST.isoformat()],
         env=dict(os.environ),

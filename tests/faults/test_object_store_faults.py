@@ -6,7 +6,6 @@ exactly once, one model version, no duplicated rows, and the next night succeedi
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +14,6 @@ from typing import Any
 import pytest
 
 from pipeline.data.lake import LakeUnavailable, open_lake
-from pipeline.data.synthetic import write_history
 from pipeline.nightly.candidates import train_candidate
 from pipeline.nightly.evaluate import evaluate_candidates
 from pipeline.nightly.results import Refitted, StepResult, Trained
@@ -30,13 +28,8 @@ from pipeline.nightly.steps import (
 from pipeline.release.doctor import diagnose
 from pipeline.release.registry import Registry
 from pipeline.settings import Settings
-from sim.world import World
-from tests.conftest import tiny_world_dict
+from tests.faults.night import LAST, night_settings, write_tiny_history
 from tests.faults.proxy import FaultProxy
-
-START = dt.date(2026, 1, 5)
-DAYS = 12
-LAST = START + dt.timedelta(days=DAYS - 1)
 
 
 @pytest.fixture
@@ -49,25 +42,15 @@ def proxy(s3_endpoint: str) -> Iterator[FaultProxy]:
 @pytest.fixture
 def settings(tmp_path: Path, proxy: FaultProxy, s3_endpoint: str, s3_lake_uri: str) -> Settings:
     """A tiny world's history on S3 (written directly), the night's lake through the proxy."""
-    (tmp_path / "world.json").write_text(json.dumps(tiny_world_dict()))
-    config = Settings(
-        data_dir=tmp_path,
-        world_file=tmp_path / "world.json",
+    config = night_settings(
+        tmp_path,
         model_name=f"s3-faults-{uuid.uuid4().hex[:6]}",
         lake_uri=s3_lake_uri,
         s3_endpoint_url=proxy.url,
         s3_max_attempts=2,
         s3_timeout_s=3.0,
-        train_days=10,
-        holdout_days=3,
-        algos=("planner",),
-        eval_episodes=100,
-        bootstrap_samples=200,
-        fidelity_max_conversion_error=0.15,
-        fidelity_max_deviance_ratio=10.0,
     )
-    direct = open_lake(config.model_copy(update={"s3_endpoint_url": s3_endpoint}))
-    write_history(direct, World.model_validate(tiny_world_dict()), DAYS + 1, 3, START)
+    write_tiny_history(open_lake(config.model_copy(update={"s3_endpoint_url": s3_endpoint})))
     return config
 
 
