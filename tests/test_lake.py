@@ -197,3 +197,13 @@ def test_s3_objects_land_under_the_prefix(s3_lake_uri: str, s3_endpoint: str) ->
     assert [o["Key"] for o in listed["Contents"]] == [
         "lake/raw/transactions/date=2026-01-05/part-0000.parquet"
     ]
+
+
+def test_a_fixed_export_written_back_is_not_an_interrupted_move(lake: Lake) -> None:
+    lake.write_partition("raw", "transactions", D1, frame(3, seed=5))
+    lake.move_partition("transactions", D1)
+    assert not lake.interrupted_move("transactions", D1, "raw", "quarantine")  # raw is empty
+    lake.write_partition("raw", "transactions", D1, frame(4, seed=6))  # the corrected export
+    assert not lake.interrupted_move("transactions", D1, "raw", "quarantine")
+    lake.write_partition("raw", "transactions", D1, frame(3, seed=5))  # the same bytes again
+    assert lake.interrupted_move("transactions", D1, "raw", "quarantine")

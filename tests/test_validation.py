@@ -6,6 +6,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -384,3 +385,54 @@ def test_a_15k_row_partition_validates_in_seconds() -> None:
     assert result.success, result.message()
     print(f"validated {len(day.decisions):,} rows in {result.statistics['seconds']:.2f} s")
     assert np.isfinite(result.statistics["seconds"])
+
+
+def test_a_quarantine_move_cut_short_is_completed_not_validated(
+    tmp_path: Path, fault_row: Any
+) -> None:
+    """A crash in the middle of a quarantine move of a partition in several parts (the service
+    writes one per batch) leaves some parts in raw: the next night completes the move and stops,
+    instead of validating what is left as a whole day."""
+    from pipeline.data.lake import LocalStore
+    from pipeline.nightly.results import NightStopped
+    from pipeline.nightly.steps import validate_raw
+    from pipeline.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, world_file=None)
+    lake = Lake.from_uri(settings.lake)
+    day = dt.date(2026, 1, 5)
+    good = pd.DataFrame({"x": [1, 2]})
+    for i in range(3):
+        lake.add_part("raw", "decisions", day, good.assign(x=good.x + i), f"part-w{i}.parquet")
+    result = validate_partition("decisions", good, day, NOW, data_docs=False)
+    store = lake.store
+    assert isinstance(store, LocalStore)
+    deleted: list[str] = []
+    delete = store.delete
+
+    def crash_after_one(key: str) -> None:
+        if key.startswith("raw/") and deleted:
+            raise KeyboardInterrupt("the worker was killed")
+        deleted.append(key)
+        delete(key)
+
+    store.delete = crash_after_one  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        quarantine_partition(lake, "decisions", day, result)
+    store.delete = delete  # type: ignore[method-assign]
+    assert len(lake.list("raw/")) == 2  # two parts left behind, all three copied
+    prefix = lake.partition_prefix("quarantine", "decisions", day)
+    assert lake.exists(f"{prefix}/validation.json")  # the reason went first
+    with pytest.raises(NightStopped, match="a quarantine move was cut short; it is complete now"):
+        validate_raw(settings, day + dt.timedelta(days=1))
+    assert not lake.list("raw/decisions/")
+    assert len(lake.read_partition("quarantine", "decisions", day)) == 6  # nothing lost
+    assert lake.exists(f"{prefix}/validation.json")
+    fault_row(
+        "worker killed in the middle of a quarantine move",
+        "the process stopped after the first of three raw parts was deleted",
+        True,
+        0,
+        "the next night completes the move and stops: a quarantine move was cut short; it is "
+        "complete now, in …/quarantine/… with its report",
+    )

@@ -199,6 +199,23 @@ class Lake:
                 ) from err
         return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
+    def interrupted_move(self, feed: str, date: dt.date, from_zone: str, to_zone: str) -> bool:
+        """Whether a move of this partition was cut short: both zones hold it, and every part
+        left in ``from_zone`` has an identical copy in ``to_zone`` (new data written back to
+        ``from_zone`` differs, and is not a move)."""
+        src = self._parts(from_zone, feed, date)
+        if not src or not self._parts(to_zone, feed, date):
+            return False
+        dst = self._folder(to_zone, feed, date)
+        cut = len(self._folder(from_zone, feed, date))
+        for key in src:
+            try:
+                if self.store.get(dst + key[cut:]) != self.store.get(key):
+                    return False
+            except FileNotFoundError:
+                return False
+        return True
+
     def has_partition(self, zone: str, feed: str, date: dt.date) -> bool:
         """Whether the partition holds at least one part file."""
         return bool(self._parts(zone, feed, date))
@@ -218,12 +235,21 @@ class Lake:
         return sorted(dates)
 
     def move_partition(
-        self, feed: str, date: dt.date, from_zone: str = "raw", to_zone: str = "quarantine"
+        self,
+        feed: str,
+        date: dt.date,
+        from_zone: str = "raw",
+        to_zone: str = "quarantine",
+        keep: tuple[str, ...] = (),
+        merge: bool = False,
     ) -> str:
         """Move every object of a partition folder to another zone; return the destination URI.
 
-        Objects are copied first, then destination leftovers are removed, then the source is
-        deleted: a crash at any point loses nothing, and re-running the move completes it.
+        The destination's leftovers of an earlier move are removed first (except the names in
+        ``keep``, such as a report written there first), then the objects are copied, then the
+        source is deleted: a crash at any point leaves every object of the partition in one zone
+        or the other. ``merge`` completes a move a crash cut short while it deleted the source
+        (`interrupted_move`): the parts already moved stay, the rest join them.
         """
         src = self._folder(from_zone, feed, date)
         dst = self._folder(to_zone, feed, date)
@@ -235,11 +261,12 @@ class Lake:
         if not keys:
             raise LakeError(f"no partition {src.removesuffix('/')} in {self.uri('')} to move")
         moved = {dst + k[len(src) :] for k in keys}
+        if not merge:
+            for old in self.store.list(dst):
+                if old not in moved and old[len(dst) :] not in keep:
+                    self.store.delete(old)
         for key in keys:
             self.store.copy(key, dst + key[len(src) :])
-        for old in self.store.list(dst):
-            if old not in moved:
-                self.store.delete(old)
         for key in keys:
             self.store.delete(key)
         return self.store.uri(dst.removesuffix("/"))

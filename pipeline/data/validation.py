@@ -383,6 +383,15 @@ def read_and_validate(
     return df, validate_partition(feed, df, date, now, n_actions=n_actions, data_docs=data_docs)
 
 
+def finish_quarantine(lake: Lake, feed: str, date: dt.date) -> str | None:
+    """Complete a quarantine move that a crash cut short (some parts still in raw, identical
+    copies in quarantine beside the report); return where the partition now is, or None when
+    there was no such move. A partial raw partition is never validated as if it were whole."""
+    if feed not in FEEDS or not lake.interrupted_move(feed, date, ZONE[feed], "quarantine"):
+        return None
+    return lake.move_partition(feed, date, from_zone=ZONE[feed], to_zone="quarantine", merge=True)
+
+
 def quarantine_partition(lake: Lake, feed: str, date: dt.date, result: ValidationResult) -> str:
     """Move a failed partition to ``quarantine/`` with its validation report beside it.
 
@@ -406,13 +415,19 @@ def quarantine_partition(lake: Lake, feed: str, date: dt.date, result: Validatio
     quarantine = lake.partition_prefix("quarantine", feed, date)
     target = quarantine.rstrip("/")
     report = f"{target}/validation.json"
+    summary = json.dumps(result.summary(), indent=2, sort_keys=True).encode()
     if lake.list(source):
-        location = lake.move_partition(feed, date, from_zone=ZONE[feed], to_zone="quarantine")
+        # The report first: wherever a crash stops the move, the data has its reason beside it
+        # (and a night that finds the move cut short completes it: `finish_quarantine`).
+        lake.write_bytes(report, summary)
+        location = lake.move_partition(
+            feed, date, from_zone=ZONE[feed], to_zone="quarantine", keep=("validation.json",)
+        )
     else:
         location = lake.uri(quarantine)
         if lake.exists(report):
             return location
-    lake.write_bytes(report, json.dumps(result.summary(), indent=2, sort_keys=True).encode())
+        lake.write_bytes(report, summary)
     for rel, data in sorted(result.docs_html.items()):
         lake.write_bytes(f"{target}/data_docs/{rel}", data)
     return location

@@ -32,7 +32,12 @@ from pipeline.contracts import (
 from pipeline.data.catalogue import read_catalogue
 from pipeline.data.features import build_features
 from pipeline.data.lake import Lake, open_lake
-from pipeline.data.validation import quarantine_partition, read_and_validate, validate_partition
+from pipeline.data.validation import (
+    finish_quarantine,
+    quarantine_partition,
+    read_and_validate,
+    validate_partition,
+)
 from pipeline.data.window import validate_together
 from pipeline.nightly.results import (
     Faithful,
@@ -170,6 +175,21 @@ def _feeds_of_the_night(lake: Lake, date: dt.date) -> list[str]:
     )
 
 
+def _finish_interrupted_quarantines(lake: Lake, days: list[dt.date]) -> None:
+    """A quarantine move cut short by a crash is completed, and stops the night as the move
+    would have: the raw parts left behind are not a whole day to validate."""
+    for feed in FEEDS:
+        for day in sorted(set(lake.list_dates("quarantine", feed)) & set(days)):
+            where = finish_quarantine(lake, feed, day)
+            if where is not None:
+                raise NightStopped(
+                    "validate",
+                    f"{feed} {day}: a quarantine move was cut short; it is complete now, in "
+                    f"{where} with its report. Fix the export and re-run the night.",
+                    {"feed": feed, "date": day.isoformat(), "quarantine": where},
+                )
+
+
 def validate_raw(settings: Settings, date: dt.date, now: dt.datetime | None = None) -> Validated:
     """Validate the date's raw partitions; a failure quarantines the partition and stops the night.
 
@@ -179,8 +199,9 @@ def validate_raw(settings: Settings, date: dt.date, now: dt.datetime | None = No
     lake = open_lake(settings)
     now = now or dt.datetime.now(dt.UTC)
     n_actions = len(base_world(settings, lake, date)[0].pricing.actions)
-    feeds = _feeds_of_the_night(lake, date)
     train_days, holdout = window(settings, date)
+    _finish_interrupted_quarantines(lake, [*train_days, *holdout])
+    feeds = _feeds_of_the_night(lake, date)
     checked = []
     todo = {}
     for feed in feeds:
