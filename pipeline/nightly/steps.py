@@ -393,6 +393,9 @@ def promotion_gate(settings: Settings, date: dt.date) -> Gated:
         checks, shown = decision.checks, decision.evidence
         if promote and registry.champion_version() == evidence.candidate_version:
             note = f"v{evidence.candidate_version} is already the champion (re-run)"
+            # a retry of a gate whose ledger append failed: the move is recorded now
+            if registry.reconcile() is not None:
+                note += "; its ledger line, missing, was recorded"
         elif promote:
             try:
                 tags = registry.version(evidence.candidate_version).tags

@@ -353,11 +353,13 @@ class Registry:
                 f"champion moved v{current} → v{version}, but its ledger line could not be "
                 f"written ({err}); the next promotion records it, or run `pricing doctor --repair`"
             ) from err
-        try:
-            self.client.set_model_version_tag(self.name, str(version), "promoted_at", entry.when)
-        except MlflowException as err:  # the move is whole without it; `pricing doctor` adds it
-            log.warning("v%s serves, but its promoted_at tag was not written: %s", version, err)
+        self._tag_promoted(str(version), entry.when)
         return entry
+
+    def reconcile(self) -> LedgerEntry | None:
+        """`reconcile_ledger` under the promotion lock."""
+        with promotion_lock(self.settings):
+            return self.reconcile_ledger()
 
     def reconcile_ledger(self, who: str = "pricing doctor") -> LedgerEntry | None:
         """Record a champion move the ledger misses (the alias moved, its line was never
@@ -380,7 +382,15 @@ class Registry:
             ),
         )
         self.ledger.append(entry)
+        if "promoted_at" not in self.version(current).tags:  # the interrupted move's last step
+            self._tag_promoted(current, entry.when)
         return entry
+
+    def _tag_promoted(self, version: str, when: str) -> None:
+        try:
+            self.client.set_model_version_tag(self.name, version, "promoted_at", when)
+        except MlflowException as err:  # the move is whole without it; `pricing doctor` adds it
+            log.warning("v%s serves, but its promoted_at tag was not written: %s", version, err)
 
     def rollback_target(self) -> str:
         """The champion before the current one: the ledger replayed as a stack (a promotion
