@@ -87,7 +87,8 @@ def _checks(registry: Registry, contents: LedgerContents) -> list[tuple[Finding,
             Finding(
                 "ledger readable",
                 not bad,
-                f"{len(contents.entries)} entries in {where}"
+                f"{len(contents.entries)} {'entry' if len(contents.entries) == 1 else 'entries'} "
+                f"in {where}"
                 + (f"; line {bad[0][0]} and {len(bad) - 1} more are not entries" if bad else ""),
                 "set the unreadable lines aside in ledger.set-aside-<time>.jsonl" if bad else None,
             ),
