@@ -78,6 +78,14 @@ def _promoted_at(registry: Registry, contents: LedgerContents) -> None:
     registry.client.set_model_version_tag(registry.name, str(current), "promoted_at", when)
 
 
+def _bad_lines(bad: list[tuple[int, str]]) -> str:
+    if not bad:
+        return ""
+    if len(bad) == 1:
+        return f"; line {bad[0][0]} is not an entry"
+    return f"; lines {', '.join(str(n) for n, _ in bad[:5])}{'…' if len(bad) > 5 else ''} are not entries"
+
+
 def _checks(registry: Registry, contents: LedgerContents) -> list[tuple[Finding, _Fix | None]]:
     out: list[tuple[Finding, _Fix | None]] = []
     where = registry.ledger.store.uri(registry.ledger.path)
@@ -88,8 +96,7 @@ def _checks(registry: Registry, contents: LedgerContents) -> list[tuple[Finding,
                 "ledger readable",
                 not bad,
                 f"{len(contents.entries)} {'entry' if len(contents.entries) == 1 else 'entries'} "
-                f"in {where}"
-                + (f"; line {bad[0][0]} and {len(bad) - 1} more are not entries" if bad else ""),
+                f"in {where}" + _bad_lines(bad),
                 "set the unreadable lines aside in ledger.set-aside-<time>.jsonl" if bad else None,
             ),
             _set_aside if bad else None,
