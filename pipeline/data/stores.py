@@ -272,16 +272,23 @@ class S3Store(Store):
         with self._errors("write", key):
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
-    def get(self, key: str) -> bytes:
+    def _read(self, key: str) -> tuple[bytes, str] | None:
+        """The object's bytes and ETag, or None when there is no object."""
         with self._errors("read", key):
             try:
                 resp = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
             except Exception as err:
                 if self._is_missing(err):
-                    raise FileNotFoundError(self.uri(key)) from err
+                    return None
                 raise
             body: bytes = resp["Body"].read()
-            return body
+            return body, str(resp["ETag"])
+
+    def get(self, key: str) -> bytes:
+        found = self._read(key)
+        if found is None:
+            raise FileNotFoundError(self.uri(key))
+        return found[0]
 
     def list(self, prefix: str) -> list[str]:
         full = self._key(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
@@ -328,15 +335,7 @@ class S3Store(Store):
         return f"s3://{self.bucket}/{path}" if path else f"s3://{self.bucket}"
 
     def get_tagged(self, key: str) -> tuple[bytes, str | None]:
-        with self._errors("read", key):
-            try:
-                resp = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
-            except Exception as err:
-                if self._is_missing(err):
-                    return b"", None
-                raise
-            body: bytes = resp["Body"].read()
-            return body, str(resp["ETag"])
+        return self._read(key) or (b"", None)
 
     def put_if(self, key: str, data: bytes, tag: str | None) -> None:
         # S3's conditional writes: If-Match the ETag read, or If-None-Match * for a new object.
