@@ -28,6 +28,7 @@ from pipeline.nightly.steps import (
 from pipeline.release.doctor import diagnose
 from pipeline.release.registry import Registry
 from pipeline.settings import Settings
+from tests.faults.hooks import after_alias_moves
 from tests.faults.night import LAST, night_settings, write_tiny_history
 from tests.faults.proxy import FaultProxy
 
@@ -155,25 +156,16 @@ def test_store_flapping_through_a_night(
 
 
 def test_gate_retried_after_the_store_fell_between_alias_and_ledger(
-    settings: Settings, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch, fault_row: Any
+    settings: Settings, proxy: FaultProxy, fault_row: Any
 ) -> None:
-    from mlflow import MlflowClient
-
     from pipeline.release.ledger import LedgerError
 
     steps = _steps(settings, LAST)
     for _, step in steps[:-1]:
         step()
-    move_alias = MlflowClient.set_registered_model_alias
-
-    def move_then_lose_the_store(self: MlflowClient, *args: Any) -> None:
-        move_alias(self, *args)
-        proxy.set("down")
-
-    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", move_then_lose_the_store)
-    with pytest.raises(LedgerError, match="could not be written"):
+    lose_the_store = after_alias_moves(lambda: proxy.set("down"))
+    with lose_the_store, pytest.raises(LedgerError, match="could not be written"):
         steps[-1][1]()  # the gate: the alias moved, its ledger line did not
-    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", move_alias)
     proxy.set("up")
     gated = promotion_gate(settings, LAST)  # Airflow's retry of the gate task
     assert gated.champion == "1" and gated.note is not None and "was recorded" in gated.note

@@ -25,6 +25,7 @@ from pipeline.release.ledger import LedgerError, LockLost
 from pipeline.release.registry import Registry
 from pipeline.settings import Settings
 from tests.conftest import register_tiny_version
+from tests.faults.hooks import after_alias_moves
 from tests.faults.proxy import FaultProxy
 from tests.integration.stack import pg_url, pg_user
 
@@ -66,16 +67,11 @@ def test_lake_down_between_alias_and_ledger_is_reconciled(
 ) -> None:
     reg = registry
     reg.promote("1", None, "first champion", who="test")
-    move_alias = reg.client.set_registered_model_alias
-
-    def move_then_lose_the_lake(*args: Any) -> None:
-        move_alias(*args)
-        proxy.set("down")  # the ledger append that follows finds the store gone
-
-    reg.client.set_registered_model_alias = move_then_lose_the_lake  # type: ignore[method-assign]
-    with pytest.raises(LedgerError, match="v1 → v2, but its ledger line could not be written"):
+    # the ledger append that follows the alias move finds the store gone
+    lose_the_lake = after_alias_moves(lambda: proxy.set("down"))
+    written = "v1 → v2, but its ledger line could not be written"
+    with lose_the_lake, pytest.raises(LedgerError, match=written):
         reg.promote("2", "1", "second", who="test")
-    reg.client.set_registered_model_alias = move_alias  # type: ignore[method-assign]
     proxy.set("up")
     assert reg.champion_version() == "2"  # the alias moved; the ledger is one move behind
     sick = diagnose(reg)

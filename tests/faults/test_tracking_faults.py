@@ -22,6 +22,7 @@ from pipeline.release.doctor import diagnose, repair
 from pipeline.release.registry import Registry
 from pipeline.settings import Settings
 from tests.conftest import _free_port, register_tiny_version
+from tests.faults.hooks import after_alias_moves
 
 
 class MlflowServer:
@@ -125,15 +126,8 @@ def test_server_down_before_the_move_changes_nothing(
 def test_server_killed_after_the_alias_moved(
     registry: Registry, server: MlflowServer, fault_row: Any
 ) -> None:
-    move_alias = registry.client.set_registered_model_alias
-
-    def move_then_die(*args: Any) -> None:
-        move_alias(*args)
-        server.kill()
-
-    registry.client.set_registered_model_alias = move_then_die  # type: ignore[method-assign]
-    entry = registry.promote("2", "1", "second", who="test")  # alias and ledger: the move is whole
-    registry.client.set_registered_model_alias = move_alias  # type: ignore[method-assign]
+    with after_alias_moves(server.kill):
+        entry = registry.promote("2", "1", "second", who="test")  # alias, ledger: the move is whole
     assert entry.to_version == "2"
     server.start()
     assert registry.champion_version() == "2"
