@@ -22,6 +22,7 @@ from pipeline.release.registry import Registry
 from pipeline.settings import Settings
 from tests.conftest import register_tiny_version, tiny_world_dict
 from tests.dags.conftest import run_dag, task_states
+from tests.faults.hooks import ledger_moves
 
 TOKEN = "race-admin-token"
 
@@ -100,7 +101,7 @@ def test_the_command_line_and_the_promote_dag_race(
     assert (code == 0) != dag_won, (code, err, task_states(run))
     winner = "3" if dag_won else "2"
     assert registry.champion_version() == winner
-    assert [(e.action, e.to_version) for e in registry.ledger.entries()] == [
+    assert ledger_moves(registry) == [
         ("promote", "1"),
         ("promote", winner),
     ]

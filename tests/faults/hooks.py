@@ -1,4 +1,4 @@
-"""Where the fault cases strike inside a champion move."""
+"""Where the fault cases strike inside a champion move, and the ledger they read after."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from mlflow import MlflowClient
+
+from pipeline.release.registry import Registry
 
 
 @contextlib.contextmanager
@@ -24,3 +26,8 @@ def after_alias_moves(fault: Callable[[], None]) -> Iterator[None]:
         yield
     finally:
         MlflowClient.set_registered_model_alias = move  # type: ignore[method-assign]
+
+
+def ledger_moves(registry: Registry) -> list[tuple[str, str]]:
+    """The ledger as (action, to_version) pairs, oldest first."""
+    return [(e.action, e.to_version) for e in registry.ledger.entries()]

@@ -28,7 +28,7 @@ from pipeline.nightly.steps import (
 from pipeline.release.doctor import diagnose
 from pipeline.release.registry import Registry
 from pipeline.settings import Settings
-from tests.faults.hooks import after_alias_moves
+from tests.faults.hooks import after_alias_moves, ledger_moves
 from tests.faults.night import LAST, night_settings, write_tiny_history
 from tests.faults.proxy import FaultProxy
 
@@ -170,7 +170,7 @@ def test_gate_retried_after_the_store_fell_between_alias_and_ledger(
     gated = promotion_gate(settings, LAST)  # Airflow's retry of the gate task
     assert gated.champion == "1" and gated.note is not None and "was recorded" in gated.note
     reg = _check_outputs(settings, nights=1)
-    assert [(e.action, e.to_version) for e in reg.ledger.entries()] == [("reconcile", "1")]
+    assert ledger_moves(reg) == [("reconcile", "1")]
     fault_row(
         "object store down between the night's alias move and its ledger line",
         "the proxy drops every S3 connection once the gate moved the alias",

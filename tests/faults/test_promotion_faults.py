@@ -25,7 +25,7 @@ from pipeline.release.ledger import LedgerError, LockLost
 from pipeline.release.registry import Registry
 from pipeline.settings import Settings
 from tests.conftest import register_tiny_version
-from tests.faults.hooks import after_alias_moves
+from tests.faults.hooks import after_alias_moves, ledger_moves
 from tests.faults.proxy import FaultProxy
 from tests.integration.stack import pg_url, pg_user
 
@@ -58,10 +58,6 @@ def registry(
     return reg
 
 
-def _moves(reg: Registry) -> list[tuple[str, str]]:
-    return [(e.action, e.to_version) for e in reg.ledger.entries()]
-
-
 def test_lake_down_between_alias_and_ledger_is_reconciled(
     registry: Registry, proxy: FaultProxy, fault_row: Any
 ) -> None:
@@ -82,7 +78,7 @@ def test_lake_down_between_alias_and_ledger_is_reconciled(
 
     # the next promotion records the missing move first, then its own
     reg.promote("3", "2", "third", who="test")
-    assert _moves(reg) == [("promote", "1"), ("reconcile", "2"), ("promote", "3")]
+    assert ledger_moves(reg) == [("promote", "1"), ("reconcile", "2"), ("promote", "3")]
     assert reg.rollback_target() == "2"
     assert diagnose(reg).healthy
     fault_row(
@@ -115,7 +111,7 @@ def test_doctor_repairs_what_it_reports(registry: Registry, fault_row: Any) -> N
     fixed = repair(reg)
     assert fixed.healthy and reg.champion_version() == "2"  # the champion is never changed
     assert diagnose(reg).healthy
-    assert _moves(reg) == [("promote", "1"), ("reconcile", "2")]
+    assert ledger_moves(reg) == [("promote", "1"), ("reconcile", "2")]
     aside = [k for k in lake.list("reports/promotions/") if "set-aside" in k]
     assert len(aside) == 1 and lake.read_bytes(aside[0]) == b'{"half a line\n'  # nothing lost
     fault_row(
@@ -153,9 +149,9 @@ def test_lock_connection_dropped_mid_move_moves_nothing(registry: Registry, faul
         reg.promote("2", "1", "second", who="test")
     reg.reconcile_ledger = reconcile  # type: ignore[method-assign]
     engine.dispose()
-    assert reg.champion_version() == "1" and _moves(reg) == [("promote", "1")]
+    assert reg.champion_version() == "1" and ledger_moves(reg) == [("promote", "1")]
     reg.promote("2", "1", "second, retried", who="test")
-    assert _moves(reg) == [("promote", "1"), ("promote", "2")]
+    assert ledger_moves(reg) == [("promote", "1"), ("promote", "2")]
     fault_row(
         "promotion lock's database connection dropped mid-move",
         "pg_terminate_backend of the session holding the advisory lock",
@@ -209,7 +205,7 @@ def test_two_operators_promote_at_once_one_is_told_why(
     [loser] = [err for code, (_, err) in outcomes if code]
     assert "but the decision assumed v1; nothing changed" in " ".join(loser.split())
     winner = reg.champion_version()
-    assert winner in ("2", "3") and _moves(reg) == [("promote", "1"), ("promote", winner)]
+    assert winner in ("2", "3") and ledger_moves(reg) == [("promote", "1"), ("promote", winner)]
     fault_row(
         "two operators promote at once",
         "two `pricing promote` processes released together at the lock",

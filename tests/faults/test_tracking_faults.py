@@ -22,7 +22,7 @@ from pipeline.release.doctor import diagnose, repair
 from pipeline.release.registry import Registry
 from pipeline.settings import Settings
 from tests.conftest import _free_port, register_tiny_version
-from tests.faults.hooks import after_alias_moves
+from tests.faults.hooks import after_alias_moves, ledger_moves
 
 
 class MlflowServer:
@@ -98,22 +98,18 @@ def registry(server: MlflowServer, tmp_path: Path) -> Registry:
     return reg
 
 
-def _moves(reg: Registry) -> list[tuple[str, str]]:
-    return [(e.action, e.to_version) for e in reg.ledger.entries()]
-
-
 def test_server_down_before_the_move_changes_nothing(
     registry: Registry, server: MlflowServer, fault_row: Any
 ) -> None:
     server.kill()
     with pytest.raises(Unavailable, match=r"did not answer.*nothing was changed"):
         registry.promote("2", "1", "second", who="test")
-    assert _moves(registry) == [("promote", "1")]  # the ledger is in the lake: readable now
+    assert ledger_moves(registry) == [("promote", "1")]  # the ledger is in the lake: readable now
     server.start()
     assert registry.champion_version() == "1" and diagnose(registry).healthy
     registry.promote("2", "1", "second, retried", who="test")
     assert registry.champion_version() == "2"
-    assert _moves(registry) == [("promote", "1"), ("promote", "2")]
+    assert ledger_moves(registry) == [("promote", "1"), ("promote", "2")]
     fault_row(
         "MLflow tracking server down when a move starts",
         "`mlflow server` killed before the promotion",
@@ -131,7 +127,7 @@ def test_server_killed_after_the_alias_moved(
     assert entry.to_version == "2"
     server.start()
     assert registry.champion_version() == "2"
-    assert _moves(registry) == [("promote", "1"), ("promote", "2")]
+    assert ledger_moves(registry) == [("promote", "1"), ("promote", "2")]
     sick = diagnose(registry)
     assert [f.check for f in sick.findings if not f.ok] == ["promoted_at tag"]
     assert repair(registry).healthy and diagnose(registry).healthy
