@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 
 # ---------------------------------------------------------------------------------------------
-# the lake: {lake}/{zone}/{feed}/date=YYYY-MM-DD/part-0000.parquet, plus these objects
+# the lake: {lake}/{zone}/{feed}/date=YYYY-MM-DD/ (part-*.parquet + _manifest.json), and these
 # ---------------------------------------------------------------------------------------------
 ZONES = ("raw", "quarantine", "features", "reports")
 

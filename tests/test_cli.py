@@ -51,14 +51,15 @@ def test_history_writes_daily_partitions(tmp_path: Path, tiny_world_file: Path) 
     for feed in ("decisions", "transactions"):
         parts = sorted((lake / "raw" / feed).glob("date=*/part-*.parquet"))
         assert [p.parent.name for p in parts] == ["date=2026-02-02", "date=2026-02-03"]
-    dec = pd.read_parquet(lake / "raw/decisions/date=2026-02-02/part-0000.parquet")
+    [part] = (lake / "raw/decisions/date=2026-02-02").glob("part-*.parquet")
+    dec = pd.read_parquet(part)
     assert dec["sku"].nunique() == 3
     # re-running the same command replaces, never duplicates
     first = len(dec)
     assert runner.invoke(app, args).exit_code == 0
-    again = pd.read_parquet(lake / "raw/decisions/date=2026-02-02/part-0000.parquet")
-    assert len(again) == first
-    assert len(list((lake / "raw/decisions/date=2026-02-02").iterdir())) == 1
+    [again] = (lake / "raw/decisions/date=2026-02-02").glob("part-*.parquet")
+    assert len(pd.read_parquet(again)) == first
+    assert len(list((lake / "raw/decisions/date=2026-02-02").iterdir())) == 2  # + its manifest
 
 
 def test_history_writes_to_an_s3_lake(
@@ -89,14 +90,16 @@ def test_history_writes_to_an_s3_lake(
     assert res.exit_code == 0, res.output
     bucket = s3_lake_uri.removeprefix("s3://").split("/")[0]
     listed = boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(Bucket=bucket)
-    assert sorted(o["Key"] for o in listed["Contents"]) == [
+    keys = sorted(o["Key"] for o in listed["Contents"])
+    assert [k for k in keys if "/part-" not in k] == [
         "lake/catalogue/date=2026-02-02/catalogue.json",
         *(
-            f"lake/raw/{feed}/date={d}/part-0000.parquet"
+            f"lake/raw/{feed}/date={d}/_manifest.json"
             for feed in ("decisions", "transactions")
             for d in ("2026-02-02", "2026-02-03")
         ),
     ]
+    assert len([k for k in keys if "/part-" in k]) == 4
     lake = Lake.from_uri(s3_lake_uri, endpoint_url=s3_endpoint)
     assert lake.read_partition("raw", "decisions", dt.date(2026, 2, 3))["sku"].nunique() == 2
 

@@ -172,8 +172,10 @@ def test_bad_input_stops_the_night_and_quarantines(night: tuple[Settings, dict],
     clean = generate_history(World.model_validate(tiny_world_dict()), DAYS + 1, 3, START)
     original = next(d for d in clean if d.date == day).decisions
     bad = _corrupt(kind, original)
-    if isinstance(bad, bytes):
-        lake.write_bytes(f"{lake.partition_prefix('raw', 'decisions', day)}/part-0000.parquet", bad)
+    if isinstance(bad, bytes):  # the bytes of the committed part replaced
+        lake.write_partition("raw", "decisions", day, original)
+        [part] = lake.part_paths("raw", "decisions", day)
+        lake.write_bytes(part, bad)
     else:
         lake.write_partition("raw", "decisions", day, bad)
     try:

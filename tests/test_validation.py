@@ -387,12 +387,14 @@ def test_a_15k_row_partition_validates_in_seconds() -> None:
     assert np.isfinite(result.statistics["seconds"])
 
 
+@pytest.mark.parametrize("crash_at", ["manifest", "part"])
 def test_a_quarantine_move_cut_short_is_completed_not_validated(
-    tmp_path: Path, fault_row: Any
+    tmp_path: Path, fault_row: Any, crash_at: str
 ) -> None:
     """A crash in the middle of a quarantine move of a partition in several parts (the service
-    writes one per batch) leaves some parts in raw: the next night completes the move and stops,
-    instead of validating what is left as a whole day."""
+    writes one per batch) never leaves a partial day visible: cut before the raw manifest is
+    deleted, the day is whole in both zones and the next night completes the move and stops,
+    instead of validating it again; cut after it, raw shows nothing and quarantine holds it all."""
     from pipeline.data.lake import LocalStore
     from pipeline.nightly.results import NightStopped
     from pipeline.nightly.steps import validate_raw
@@ -407,32 +409,41 @@ def test_a_quarantine_move_cut_short_is_completed_not_validated(
     result = validate_partition("decisions", good, day, NOW, data_docs=False)
     store = lake.store
     assert isinstance(store, LocalStore)
-    deleted: list[str] = []
     delete = store.delete
 
-    def crash_after_one(key: str) -> None:
-        if key.startswith("raw/") and deleted:
+    def crash(key: str) -> None:
+        if key.startswith("raw/") and (crash_at == "manifest" or "part-w1" in key):
             raise KeyboardInterrupt("the worker was killed")
-        deleted.append(key)
         delete(key)
 
-    store.delete = crash_after_one  # type: ignore[method-assign]
+    store.delete = crash  # type: ignore[method-assign]
     with pytest.raises(KeyboardInterrupt):
         quarantine_partition(lake, "decisions", day, result)
     store.delete = delete  # type: ignore[method-assign]
-    assert len(lake.list("raw/")) == 2  # two parts left behind, all three copied
     prefix = lake.partition_prefix("quarantine", "decisions", day)
     assert lake.exists(f"{prefix}/validation.json")  # the reason went first
-    with pytest.raises(NightStopped, match="a quarantine move was cut short; it is complete now"):
-        validate_raw(settings, day + dt.timedelta(days=1))
-    assert not lake.list("raw/decisions/")
+    assert len(lake.read_partition("quarantine", "decisions", day)) == 6  # committed whole
+    if crash_at == "manifest":
+        assert len(lake.read_partition("raw", "decisions", day)) == 6  # and still whole in raw
+        with pytest.raises(NightStopped, match="a quarantine move was cut short; it is complete"):
+            validate_raw(settings, day + dt.timedelta(days=1))
+        assert not lake.list("raw/decisions/")
+        sees = (
+            "the next night completes the move and stops: a quarantine move was cut short; it "
+            "is complete now, in …/quarantine/… with its report"
+        )
+    else:
+        assert not lake.has_partition("raw", "decisions", day)  # leftover parts are unlisted
+        assert lake.list_dates("raw", "decisions") == []
+        sees = (
+            "nothing: the day is committed in quarantine; raw's leftover parts are read by no one"
+        )
     assert len(lake.read_partition("quarantine", "decisions", day)) == 6  # nothing lost
-    assert lake.exists(f"{prefix}/validation.json")
     fault_row(
         "worker killed in the middle of a quarantine move",
-        "the process stopped after the first of three raw parts was deleted",
+        f"the process stopped at the {'raw manifest' if crash_at == 'manifest' else 'second raw part'}"
+        " of a three-part day",
         True,
         0,
-        "the next night completes the move and stops: a quarantine move was cut short; it is "
-        "complete now, in …/quarantine/… with its report",
+        sees,
     )

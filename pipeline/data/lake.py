@@ -1,17 +1,27 @@
 """The lake: date-partitioned Parquet on a local directory or S3, one code path for both.
 
-Layout: ``{root}/{zone}/{feed}/date=YYYY-MM-DD/part-0000.parquet`` with the zones in ``ZONES``.
-The storage interface and its backends (a directory, S3) are in `pipeline.data.stores`;
-``Lake`` holds all the partition logic on top of them.
+Layout: ``{root}/{zone}/{feed}/date=YYYY-MM-DD/`` holding ``part-*.parquet`` files and the
+partition's manifest ``_manifest.json``, with the zones in ``ZONES``. The storage interface and
+its backends (a directory, S3) are in `pipeline.data.stores`; ``Lake`` holds all the partition
+logic on top of them.
 
-Every object is written whole (see `pipeline.data.stores`): a crash never leaves half a
-partition, and re-writing a date replaces it, so nights can be re-run.
+A partition is visible whole or not at all. Every object is written whole (see
+`pipeline.data.stores`), and a partition is the set of parts its manifest lists: writers put
+their parts first and commit by writing the manifest (one object, compare-and-set so that the
+pricing service's batches and a batch write never erase each other's commit); readers read the
+listed parts and nothing else. A part a crashed writer left behind is not listed, so no reader
+sees it, and the writer's retry writes the same name again (`write_partition` names its part
+after its content, `add_part` takes the writer's batch name). Re-writing a date replaces the
+partition in one step, so nights can be re-run.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
+import json
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -40,7 +50,8 @@ __all__ = [
     "open_lake",
 ]
 
-PART_NAME = "part-0000.parquet"
+MANIFEST = "_manifest.json"
+MANIFEST_ATTEMPTS = 20  # compare-and-set retries of a manifest that other writers keep changing
 
 # How each partition is normally produced: quoted in the error when one is missing.
 _PRODUCERS = {
@@ -145,40 +156,93 @@ class Lake:
 
     # -- partitions ----------------------------------------------------------------------------
 
+    def _manifest(self, zone: str, feed: str, date: dt.date) -> str:
+        return self._folder(zone, feed, date) + MANIFEST
+
+    def _listed(self, key: str) -> tuple[list[str], str | None]:
+        """The part names a manifest lists and its tag (``[], None`` when there is none)."""
+        data, tag = self.store.get_tagged(key)
+        if tag is None:
+            return [], None
+        try:
+            names = json.loads(data)["parts"]
+            if not isinstance(names, list) or not all(
+                isinstance(n, str) and _is_part(n) and "/" not in n for n in names
+            ):
+                raise TypeError("parts must be a list of part-*.parquet names")
+        except (ValueError, KeyError, TypeError) as err:
+            raise LakeError(
+                f"partition manifest {self.store.uri(key)} is unreadable ({err}); re-create "
+                "the partition (re-run the step that writes it)"
+            ) from err
+        return names, tag
+
+    def _commit(self, key: str, change: Callable[[list[str]], list[str]]) -> list[str]:
+        """Rewrite a manifest with ``change(listed names)`` by compare-and-set, re-reading when
+        another writer committed in between; return the names it listed before."""
+        for _ in range(MANIFEST_ATTEMPTS):
+            old, tag = self._listed(key)
+            new = sorted(set(change(old)))
+            if new == old and tag is not None:
+                return old
+            body = json.dumps({"parts": new}, indent=1).encode()
+            try:
+                self.store.put_if(key, body, tag)
+            except StoreConflict:
+                continue
+            return old
+        raise LakeUnavailable(
+            f"partition manifest {self.store.uri(key)} kept changing while it was committed "
+            f"({MANIFEST_ATTEMPTS} attempts); retry the step"
+        )
+
     def write_partition(self, zone: str, feed: str, date: dt.date, df: pd.DataFrame) -> str:
-        """Write one day of one feed, replacing the partition's data; return the URI written."""
-        prefix = self._folder(zone, feed, date)
+        """Write one day of one feed, replacing the partition's data; return the URI written.
+
+        The part is named after its content, so a retried write puts the same object again;
+        the manifest then lists it alone (the parts of other writers included before, such as
+        the service's, are replaced with it in that one step) and the replaced parts are
+        deleted."""
         buf = io.BytesIO()
         df.to_parquet(buf, index=False)
-        key = prefix + PART_NAME
-        self.store.put(key, buf.getvalue())
-        # Parts from another writer would be read alongside ours: the partition is ours alone now.
-        for stale in self.store.list(prefix):
-            if stale != key and _is_part(stale):
-                self.store.delete(stale)
-        return self.store.uri(key)
+        data = buf.getvalue()
+        name = f"part-{hashlib.sha256(data).hexdigest()[:16]}.parquet"
+        prefix = self._folder(zone, feed, date)
+        self.store.put(prefix + name, data)
+        old = self._commit(self._manifest(zone, feed, date), lambda _: [name])
+        for stale in old:
+            if stale != name:
+                self.store.delete(prefix + stale)
+        return self.store.uri(prefix + name)
 
     def add_part(self, zone: str, feed: str, date: dt.date, df: pd.DataFrame, name: str) -> str:
         """Add one part file beside the partition's others (a writer that logs continuously, like
         the pricing service, adds parts; readers read them all). Writing ``name`` again replaces
         that part only, so a retried write does not double its rows."""
-        if not _is_part(name) or "/" in name or name == PART_NAME:
+        if not _is_part(name) or "/" in name:
             raise LakeError(f"part name {name!r} must look like part-<writer>.parquet")
         buf = io.BytesIO()
         df.to_parquet(buf, index=False)
         key = self._folder(zone, feed, date) + name
         self.store.put(key, buf.getvalue())
+        self._commit(self._manifest(zone, feed, date), lambda old: [*old, name])
         return self.store.uri(key)
 
     def _parts(self, zone: str, feed: str, date: dt.date) -> list[str]:
-        return [k for k in self.store.list(self._folder(zone, feed, date)) if _is_part(k)]
+        names, _ = self._listed(self._manifest(zone, feed, date))
+        prefix = self._folder(zone, feed, date)
+        return [prefix + n for n in names]
+
+    def part_paths(self, zone: str, feed: str, date: dt.date) -> list[str]:
+        """The paths, relative to the root, of the parts the partition's manifest lists."""
+        return self._parts(zone, feed, date)
 
     def read_partition(self, zone: str, feed: str, date: dt.date) -> pd.DataFrame:
-        """Read one partition as a DataFrame.
+        """Read one partition (the parts its manifest lists) as a DataFrame.
 
         Raises:
-            LakeError: the partition does not exist (naming how to create it), or a part file is
-                unreadable (truncated or not Parquet).
+            LakeError: the partition does not exist (naming how to create it), or a listed part
+                is missing or unreadable (truncated or not Parquet).
         """
         parts = self._parts(zone, feed, date)
         if not parts:
@@ -189,7 +253,13 @@ class Lake:
             )
         frames = []
         for key in parts:
-            data = self.store.get(key)
+            try:
+                data = self.store.get(key)
+            except FileNotFoundError as err:
+                raise LakeError(
+                    f"partition file {self.store.uri(key)} is listed in the partition's manifest "
+                    "but missing; re-create the partition or move it to quarantine"
+                ) from err
             try:
                 frames.append(pd.read_parquet(io.BytesIO(data)))
             except Exception as err:
@@ -201,7 +271,7 @@ class Lake:
 
     def interrupted_move(self, feed: str, date: dt.date, from_zone: str, to_zone: str) -> bool:
         """Whether a move of this partition was cut short: both zones hold it, and every part
-        left in ``from_zone`` has an identical copy in ``to_zone`` (new data written back to
+        ``from_zone`` lists has an identical copy in ``to_zone`` (new data written back to
         ``from_zone`` differs, and is not a move)."""
         src = self._parts(from_zone, feed, date)
         if not src or not self._parts(to_zone, feed, date):
@@ -217,16 +287,16 @@ class Lake:
         return True
 
     def has_partition(self, zone: str, feed: str, date: dt.date) -> bool:
-        """Whether the partition holds at least one part file."""
+        """Whether the partition is committed (its manifest lists at least one part)."""
         return bool(self._parts(zone, feed, date))
 
     def list_dates(self, zone: str, feed: str) -> list[dt.date]:
-        """The sorted dates that have a partition (with a part file) in ``zone/feed``."""
+        """The sorted dates that have a committed partition (a manifest) in ``zone/feed``."""
         base = self._feed_prefix(zone, feed)
         dates = set()
         for key in self.store.list(base + "date="):
-            folder, _, _ = key[len(base) :].partition("/")
-            if not _is_part(key):
+            folder, _, name = key[len(base) :].partition("/")
+            if name != MANIFEST:
                 continue
             try:
                 dates.add(dt.date.fromisoformat(folder.removeprefix("date=")))
@@ -243,13 +313,14 @@ class Lake:
         keep: tuple[str, ...] = (),
         merge: bool = False,
     ) -> str:
-        """Move every object of a partition folder to another zone; return the destination URI.
+        """Move a partition folder to another zone; return the destination URI.
 
         The destination's leftovers of an earlier move are removed first (except the names in
-        ``keep``, such as a report written there first), then the objects are copied, then the
-        source is deleted: a crash at any point leaves every object of the partition in one zone
-        or the other. ``merge`` completes a move a crash cut short while it deleted the source
-        (`interrupted_move`): the parts already moved stay, the rest join them.
+        ``keep``, such as a report written there first), then every object is copied, then the
+        destination's manifest commits the partition there, then the source's manifest is
+        deleted (the partition leaves the source in that step) and its objects with it. A crash
+        at any point leaves the partition whole in one zone or both; ``merge`` completes a move
+        that a crash left visible in both (`interrupted_move`).
         """
         src = self._folder(from_zone, feed, date)
         dst = self._folder(to_zone, feed, date)
@@ -257,9 +328,10 @@ class Lake:
             raise LakeError(
                 f"cannot move {src.removesuffix('/')} onto itself; pick another to_zone"
             )
-        keys = self.store.list(src)
-        if not keys:
+        names = [k[len(src) :] for k in self._parts(from_zone, feed, date)]
+        if not names:
             raise LakeError(f"no partition {src.removesuffix('/')} in {self.uri('')} to move")
+        keys = [k for k in self.store.list(src) if k != src + MANIFEST]
         moved = {dst + k[len(src) :] for k in keys}
         if not merge:
             for old in self.store.list(dst):
@@ -267,6 +339,8 @@ class Lake:
                     self.store.delete(old)
         for key in keys:
             self.store.copy(key, dst + key[len(src) :])
+        self._commit(dst + MANIFEST, lambda old: [*old, *names] if merge else names)
+        self.store.delete(src + MANIFEST)
         for key in keys:
             self.store.delete(key)
         return self.store.uri(dst.removesuffix("/"))

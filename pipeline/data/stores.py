@@ -106,10 +106,11 @@ class LocalStore(Store):
     def _path(self, key: str) -> Path:
         return self.root / key
 
-    def put(self, key: str, data: bytes) -> None:
-        target = self._path(key)
+    @staticmethod
+    @contextmanager
+    def _disk_full(target: Path) -> Iterator[None]:
         try:
-            self._put(target, data)
+            yield
         except OSError as err:
             if err.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise LakeUnavailable(
@@ -117,6 +118,11 @@ class LocalStore(Store):
                     "written — free space under the lake, then re-run the step"
                 ) from err
             raise
+
+    def put(self, key: str, data: bytes) -> None:
+        target = self._path(key)
+        with self._disk_full(target):
+            self._put(target, data)
 
     @staticmethod
     def _put(target: Path, data: bytes) -> None:
@@ -182,9 +188,15 @@ class LocalStore(Store):
 
     def put_if(self, key: str, data: bytes, tag: str | None) -> None:
         target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Writers of this object take a lock file beside it, then compare and replace.
-        lock = target.with_name(f"{TMP_PREFIX}lock-{target.name}")
+        with self._disk_full(target):
+            target.parent.mkdir(parents=True, exist_ok=True)
+        # Writers of this object take its lock file, then compare and replace. The lock files
+        # are 256 stripes under one hidden folder: none is left in the lake's folders.
+        stripe = hashlib.sha256(key.encode()).hexdigest()[:2]
+        lock = self.root / f"{TMP_PREFIX}locks" / f"{TMP_PREFIX}lock-{stripe}"
+        with self._disk_full(target):
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            lock.touch()
         with open(lock, "a+") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:

@@ -411,12 +411,11 @@ def quarantine_partition(lake: Lake, feed: str, date: dt.date, result: Validatio
     """
     if feed not in FEEDS:
         raise ValueError(f"feed must be one of {FEEDS} (got {feed!r})")
-    source = lake.partition_prefix(ZONE[feed], feed, date)
     quarantine = lake.partition_prefix("quarantine", feed, date)
     target = quarantine.rstrip("/")
     report = f"{target}/validation.json"
     summary = json.dumps(result.summary(), indent=2, sort_keys=True).encode()
-    if lake.list(source):
+    if lake.has_partition(ZONE[feed], feed, date):
         # The report first: wherever a crash stops the move, the data has its reason beside it
         # (and a night that finds the move cut short completes it: `finish_quarantine`).
         lake.write_bytes(report, summary)
