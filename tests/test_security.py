@@ -1,7 +1,7 @@
 """The security pass, kept: bandit over the source clean (each exception justified where it
 occurs), admin tokens compared in constant time and never written to a log, placeholder secrets
-refused, and the stack's unauthenticated UIs published on the loopback only. (A tampered model is
-refused before unpickling: tests/faults/test_artifacts.py.)"""
+refused, MLflow behind its login as infra/ runs it, and the stack's UIs published on the loopback
+only. (A tampered model is refused before unpickling: tests/faults/test_artifacts.py.)"""
 
 from __future__ import annotations
 
@@ -109,3 +109,57 @@ def test_the_admin_token_never_reaches_a_log(
     assert wrong.status_code in (401, 403) and secret not in wrong.text
     assert right.status_code == 200
     assert secret not in caplog.text
+
+
+def test_mlflow_behind_auth_as_infra_runs_it(tmp_path: Path) -> None:
+    """infra/ runs MLflow's basic-auth app with infra/mlflow/basic_auth.ini: a request without a
+    login is refused, and the pipeline, logged in as infra/'s workers are, registers and
+    promotes. (The user store is SQLite here, PostgreSQL in infra/.)"""
+    import configparser
+    import urllib.error
+    import urllib.request
+    import uuid
+
+    from pipeline.data.lake import open_lake
+    from pipeline.release.registry import Registry
+    from tests.conftest import register_tiny_version
+    from tests.mlflow_server import MlflowServer
+
+    config = configparser.ConfigParser()
+    config.read(ROOT / "infra/mlflow/basic_auth.ini")
+    assert config["mlflow"]["database_uri"].endswith("@postgres:5432/mlflow")
+    config["mlflow"]["database_uri"] = f"sqlite:///{tmp_path / 'users.db'}"
+    ini = tmp_path / "basic_auth.ini"
+    with ini.open("w") as fh:
+        config.write(fh)
+    password = uuid.uuid4().hex
+    (tmp_path / "mlflow").mkdir()
+    server = MlflowServer(
+        tmp_path / "mlflow",
+        auth_config=ini,
+        env={
+            "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": uuid.uuid4().hex,
+        },
+    )
+    server.start()
+    try:
+        search = f"{server.url}/api/2.0/mlflow/registered-models/search"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(search, timeout=10)  # nosec B310: a test server on 127.0.0.1
+        assert refused.value.code == 401
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("MLFLOW_TRACKING_USERNAME", config["mlflow"]["admin_username"])
+            mp.setenv("MLFLOW_TRACKING_PASSWORD", password)
+            settings = Settings(
+                data_dir=tmp_path / "data", model_name="auth-test", mlflow_tracking_uri=server.url
+            )
+            reg = Registry(settings, open_lake(settings))
+            version = register_tiny_version(reg, 0, "2026-01-01")
+            reg.promote(version, None, "first champion", who="test")
+            assert reg.champion_version() == version
+            mp.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
+            with pytest.raises(Exception, match=r"401|nauthorized|credentials"):
+                Registry(settings, open_lake(settings)).champion_version()
+    finally:
+        server.kill()

@@ -5,9 +5,6 @@ agreeing with the alias, and `pricing doctor` healthy after at most a repair."""
 
 from __future__ import annotations
 
-import shutil
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,57 +14,12 @@ import pytest
 
 from pipeline.data.lake import open_lake
 from pipeline.errors import Unavailable
-from pipeline.orchestration.procs import ProcessTree
 from pipeline.release.doctor import diagnose, repair
 from pipeline.release.registry import Registry
 from pipeline.settings import Settings
-from tests.conftest import _free_port, register_tiny_version
+from tests.conftest import register_tiny_version
 from tests.faults.hooks import after_alias_moves, ledger_moves
-
-
-class MlflowServer:
-    """``mlflow server`` on a free port, killed and restarted on demand."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.tree: ProcessTree | None = None
-
-    def start(self, timeout_s: float = 120.0) -> None:
-        mlflow = shutil.which("mlflow") or str(Path(__import__("sys").executable).parent / "mlflow")
-        cmd = [
-            mlflow,
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{self.root / 'mlflow.db'}",
-            "--default-artifact-root",
-            (self.root / "artifacts").as_uri(),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--workers",
-            "1",
-        ]
-        self.tree = ProcessTree(grace_s=2.0)
-        self.tree.spawn(cmd, dict(__import__("os").environ), self.root / "server.log")
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError((self.root / "server.log").read_text()[-3000:])
-            time.sleep(0.3)
-
-    def kill(self) -> None:
-        if self.tree is not None:
-            self.tree.stop()
-            self.tree = None
+from tests.mlflow_server import MlflowServer
 
 
 @pytest.fixture
