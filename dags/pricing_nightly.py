@@ -107,6 +107,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SCHEDULE = os.environ.get("PRICING_NIGHTLY_CRON", "0 2 * * *")
+# The first retry's delay (then doubled, at most an hour): a failed task (an outage, a worker
+# killed mid-training) is retried for the same night, and re-running a task changes nothing done.
+RETRY_DELAY = dt.timedelta(seconds=float(os.environ.get("PRICING_NIGHTLY_RETRY_DELAY_S", "300")))
 FEATURES = Asset(FEATURES_ASSET)
 CANDIDATE_MODEL = Asset(CANDIDATE_MODEL_ASSET)
 CHAMPION = Asset(CHAMPION_ASSET)
@@ -207,7 +210,7 @@ def _training_progress(algo: str) -> Callable[[int, int, float | None], None]:
     default_args={
         "owner": "pricing",
         "retries": 2,
-        "retry_delay": dt.timedelta(minutes=5),
+        "retry_delay": RETRY_DELAY,
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": dt.timedelta(hours=1),
     },

@@ -41,6 +41,7 @@ AIRFLOW_SERVICES = sorted(s for s in REQUIRED_SERVICES if s.startswith("airflow-
 # Variables with the PRICING_ prefix that are not Settings fields, and who reads them.
 PRICING_NOT_SETTINGS = {
     "PRICING_NIGHTLY_CRON": "dags/pricing_nightly.py",
+    "PRICING_NIGHTLY_RETRY_DELAY_S": "dags/pricing_nightly.py",
     "PRICING_MONITOR_CRON": "dags/pricing_monitor.py",
     "PRICING_ROLLOUT_CRON": "dags/pricing_rollout.py",
 }

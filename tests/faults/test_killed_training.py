@@ -96,7 +96,7 @@ def test_training_killed_half_way_then_retried(
     feats = lake.read_partition("features", "features", LAST)
     assert len(feats) == len(feats.drop_duplicates(["date", "sku"]))
     # no half-written file (the lake's listing hides temporary files: look at the disk)
-    left = [p for p in Path(settings.lake).rglob(".tmp-*") if not p.name.startswith(".tmp-lock-")]
+    left = [p for p in Path(settings.lake).rglob(".tmp-*") if not p.name.startswith(".tmp-lock")]
     assert not left
     assert diagnose(registry).healthy
     fault_row(

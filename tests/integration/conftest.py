@@ -38,6 +38,8 @@ def write_lake(root: Path) -> dict[str, str]:
         "PRICING_DATA_DIR": str(root),
         "PRICING_WORLD_FILE": str(root / "world.json"),
         **TINY,
+        # a killed task is retried in seconds, not minutes (test_a_killed_train_task_is_retried)
+        "PRICING_NIGHTLY_RETRY_DELAY_S": "2",
     }
 
 

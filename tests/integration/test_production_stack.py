@@ -6,8 +6,11 @@ champion move through the `pricing_promote` DAG, under the PostgreSQL advisory l
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 import urllib.error
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,8 +98,16 @@ def _wait_for_dag(stack: Stack, token: str, dag_id: str) -> None:
         raise StackError(f"import errors: {json.dumps(errors, indent=1)}\n{err}") from None
 
 
-def trigger_and_wait(stack: Stack, token: str, dag_id: str, body: dict[str, Any]) -> Run:
-    """Un-pause ``dag_id``, trigger a run through the REST API and poll it to its end."""
+def trigger_and_wait(
+    stack: Stack,
+    token: str,
+    dag_id: str,
+    body: dict[str, Any],
+    watch: Callable[[Run], None] | None = None,
+    every_s: float = 5.0,
+) -> Run:
+    """Un-pause ``dag_id``, trigger a run through the REST API and poll it to its end, every
+    ``every_s`` seconds, showing each poll to ``watch``."""
     started = time.monotonic()
     _wait_for_dag(stack, token, dag_id)
     _api(stack, token, "PATCH", f"/dags/{dag_id}", {"is_paused": False})
@@ -124,6 +135,8 @@ def trigger_and_wait(stack: Stack, token: str, dag_id: str, body: dict[str, Any]
             time.sleep(5)
             continue
         result = Run(dag_id, run, tis["task_instances"])
+        if watch is not None:
+            watch(result)
         if result.states() != shown or run["state"] in TERMINAL:
             elapsed = time.monotonic() - started
             print(f"[{elapsed:4.0f} s] {dag_id} {run['state']}: {result.states()}", flush=True)
@@ -133,7 +146,7 @@ def trigger_and_wait(stack: Stack, token: str, dag_id: str, body: dict[str, Any]
             return result
         if time.monotonic() > end:
             stack.fail(f"{dag_id} run {run_id} still {run['state']} after {RUN_DEADLINE_S} s")
-        time.sleep(5)
+        time.sleep(every_s)
 
 
 def _xcom(stack: Stack, token: str, run: Run, task_id: str) -> Any:
@@ -278,3 +291,77 @@ def test_a_manual_promotion_moves_the_champion_under_the_lock(stack: Stack, nigh
     assert not list(stack.data_dir.glob("run/promotion-*.lock"))
     moved = _xcom(stack, night.token, run, "move_champion")
     assert (moved["from"], moved["to"], moved["dry_run"]) == (champion, target, False)
+
+
+def test_a_killed_train_task_is_retried_by_airflow(
+    stack: Stack, night: Night, fault_row: Any
+) -> None:
+    """The next night's `train[ppo]` task process SIGKILLed on the Celery worker while it runs:
+    Airflow marks the try failed and retries it (PRICING_NIGHTLY_RETRY_DELAY_S), the retry
+    registers exactly one version for the night, and the night completes with the champion
+    moved at most once."""
+    from sim.history import generate_history
+    from sim.world import World
+    from tests.conftest import tiny_world_dict
+    from tests.integration.conftest import HISTORY_DAYS, START
+
+    lake = Lake.from_uri(str(stack.data_dir / "lake"))
+    world = World.model_validate(tiny_world_dict())
+    *_, last = generate_history(world, HISTORY_DAYS + 1, 3, START)
+    nxt = last.date
+    lake.write_partition("raw", "decisions", nxt, last.decisions)
+    lake.write_partition("raw", "transactions", nxt, last.transactions)
+    before = Ledger(lake).entries()
+    killed: list[int] = []
+    ppo: list[int] = []  # the map index of train[ppo] (labelled by index until rendered)
+
+    def kill_training(run: Run) -> None:
+        states = run.states()
+        if not ppo and states.get("algorithms") == "success":
+            ppo.append(list(_xcom(stack, night.token, run, "algorithms")).index("ppo"))
+        for ti in run.task_instances:
+            if killed or not ppo or ti["task_id"] != "train" or ti["map_index"] != ppo[0]:
+                continue
+            if ti["state"] != "running" or not ti["pid"]:
+                continue
+            try:
+                os.kill(int(ti["pid"]), signal.SIGKILL)
+            except ProcessLookupError:  # not started yet, or already done: the next poll
+                continue
+            killed.append(int(ti["pid"]))
+            print(f"SIGKILL to train[ppo] (pid {ti['pid']}, try {ti['try_number']})", flush=True)
+
+    try:
+        run = trigger_and_wait(
+            stack,
+            night.token,
+            "pricing_nightly",
+            {"dag_run_id": f"it__killed__{nxt}", "logical_date": f"{nxt}T00:00:00Z"},
+            watch=kill_training,
+            every_s=0.3,
+        )
+    except StackError as err:
+        pytest.fail(str(err), pytrace=False)
+
+    assert killed, "train[ppo] was never seen running"
+    assert run.run["state"] == "success", f"{run.states()}\n{stack.report()}"
+    [train] = [ti for ti in run.task_instances if _label(ti) == "train[ppo]"]
+    assert train["try_number"] == 2, train  # the killed try, then Airflow's retry
+    versions = [
+        mv
+        for mv in _client().search_model_versions(f"name = '{MODEL_NAME}'")
+        if mv.tags.get("logical_date") == nxt.isoformat() and mv.tags.get("algo") == "ppo"
+    ]
+    assert len(versions) == 1, [mv.version for mv in versions]
+    after = Ledger(lake).entries()
+    assert len(after) - len(before) <= 1
+    if len(after) > len(before):
+        assert _alias(CHAMPION) == after[-1].to_version
+    fault_row(
+        "training task SIGKILLed on a Celery worker, retried by Airflow",
+        "SIGKILL to the running train[ppo] task process (the pid Airflow's API shows)",
+        True,
+        0,
+        "the try fails; Airflow retries it after PRICING_NIGHTLY_RETRY_DELAY_S and the night "
+        "completes with one version",
+    )
