@@ -14,6 +14,9 @@ from pipeline.data.features import (
     FEATURE_COLUMNS,
     build_features,
     conversion_by_price_bucket,
+    decision_partials,
+    features_from_partials,
+    transaction_partials,
 )
 from sim.feeds import DECISION_COLUMNS, TRANSACTION_COLUMNS
 from sim.history import generate_history
@@ -170,3 +173,36 @@ def test_throughput_on_a_large_catalogue() -> None:
     assert len(f) == 2 * 300
     assert f["purchases"].sum() == len(tx) and f["views"].sum() == len(dec)
     assert f["conversion"].between(0, 1).all()
+
+
+def _split(df: pd.DataFrame, how: str, rng: np.random.Generator) -> list[pd.DataFrame]:
+    if how == "whole":
+        return [df]
+    if how == "by_sku":  # pricing history's parts: blocks of SKUs
+        skus = sorted(df["sku"].unique())
+        return [df[df["sku"].isin(skus[i::3])] for i in range(3)]
+    if how == "by_batch":  # the service's parts: consecutive rows, an hour cut in two
+        cuts = [0, *sorted(rng.choice(np.arange(1, len(df)), size=4, replace=False)), len(df)]
+        return [df.iloc[a:b] for a, b in itertools.pairwise(cuts)]
+    shuffled = rng.permutation(len(df))  # any split at all, rows out of order
+    return [df.iloc[shuffled[i::5]] for i in range(5)]
+
+
+@pytest.mark.parametrize("how", ["whole", "by_sku", "by_batch", "random"])
+def test_streaming_features_equal_the_whole_day_features(how: str) -> None:
+    """Part by part (the nightly path for a large catalogue) gives the features of the whole
+    day read at once, on the demo's world, whatever the split of the day into parts."""
+    rng = np.random.default_rng(3)
+    for day in generate_history(default_world(), 2, 7, START):
+        expected = build_features(day.decisions, day.transactions)
+        streamed = features_from_partials(
+            [decision_partials(p) for p in _split(day.decisions, how, rng)],
+            [transaction_partials(p) for p in _split(day.transactions, how, rng)],
+        )
+        pd.testing.assert_frame_equal(streamed, expected, check_exact=False, rtol=1e-12)
+        pos_only = features_from_partials(
+            None, [transaction_partials(p) for p in _split(day.transactions, how, rng)]
+        )
+        pd.testing.assert_frame_equal(
+            pos_only, build_features(None, day.transactions), check_exact=False, rtol=1e-12
+        )

@@ -153,8 +153,110 @@ def build_features(decisions: pd.DataFrame | None, transactions: pd.DataFrame) -
         date and SKU. Decision-derived columns are NaN when ``decisions`` is None.
     """
     tx = _transaction_features(transactions)
-    if decisions is not None:
-        dec = _decision_features(decisions)
+    return _assemble(None if decisions is None else _decision_features(decisions), tx)
+
+
+# --- streaming: a day's partition read part by part ---------------------------------------------
+#
+# A day of a large catalogue (tens of millions of decision rows) is never held whole: each part
+# of the partition is reduced to partial sums per (day, SKU, hour) for decisions and per (day, SKU)
+# for transactions, the partials of all parts are combined (sums add; the hour's price and stock
+# are those of its earliest row), and the daily features are computed from the combined hours,
+# which number at most 24 per SKU-day. Memory is bounded by the largest part plus the hourly table,
+# whatever the parts' split (by SKU block from `pricing history`, by batch from the service).
+
+_HOUR_KEYS = ["day", "sku", "hour"]
+_HOUR_SUMS = ("views", "carts", "dec_purchases", "abandons", "price_sum", "rel_sum", "gap_sum", "sold")
+
+
+def decision_partials(decisions: pd.DataFrame) -> pd.DataFrame:
+    """One part of a decision log reduced to per-(day, SKU, hour) partial sums, plus the price
+    and stock of each hour's earliest row (``ts_first``, ``price``, ``inventory``)."""
+    ts = _utc(decisions["ts"])
+    hour = ts.dt.floor("h")
+    outcome = decisions["outcome"].to_numpy()
+    price = decisions["price_shown"].to_numpy(dtype=float)
+    purchase = outcome == PURCHASE
+    d = pd.DataFrame(
+        {
+            "day": hour.dt.floor("D"),
+            "sku": decisions["sku"].to_numpy(),
+            "hour": hour,
+            "ts": ts,
+            "cart": np.isin(outcome, CARTED),
+            "purchase": purchase,
+            "abandon": outcome == ABANDON,
+            "price": price,
+            "rel": price / decisions["base_price"].to_numpy(dtype=float),
+            "gap": np.log(price / decisions["competitor_price"].to_numpy(dtype=float)),
+            "inventory": decisions["inventory"].to_numpy(dtype=float),
+            "sold": np.where(purchase, decisions["quantity"].to_numpy(dtype=float), 0.0),
+        }
+    )
+    sums = d.groupby(_HOUR_KEYS, sort=False).agg(
+        views=("price", "size"),
+        carts=("cart", "sum"),
+        dec_purchases=("purchase", "sum"),
+        abandons=("abandon", "sum"),
+        price_sum=("price", "sum"),
+        rel_sum=("rel", "sum"),
+        gap_sum=("gap", "sum"),
+        sold=("sold", "sum"),
+    )
+    first = d.sort_values("ts", kind="stable").groupby(_HOUR_KEYS, sort=False).first()
+    sums["ts_first"] = first["ts"]
+    sums["price"] = first["price"]
+    sums["inventory"] = first["inventory"]
+    return sums.astype({c: float for c in _HOUR_SUMS}).reset_index()
+
+
+def transaction_partials(transactions: pd.DataFrame) -> pd.DataFrame:
+    """One part of a transactions log reduced to per-(day, SKU) partial sums."""
+    return _transaction_features(transactions).astype(float).reset_index()
+
+
+def features_from_partials(
+    decisions: Sequence[pd.DataFrame] | None, transactions: Sequence[pd.DataFrame]
+) -> pd.DataFrame:
+    """The daily features (as `build_features`) from the partials of every part of the feeds.
+
+    Args:
+        decisions: `decision_partials` of each decisions part, or None when only POS data exists.
+        transactions: `transaction_partials` of each transactions part.
+    """
+    tx = (
+        pd.concat(transactions, ignore_index=True)
+        .groupby(_KEYS, sort=True)[["purchases", "units", "revenue"]]
+        .sum()
+    )
+    if decisions is None:
+        return _assemble(None, tx)
+    parts = pd.concat(decisions, ignore_index=True)
+    by_hour = parts.groupby(_HOUR_KEYS, sort=True)
+    hourly = by_hour[list(_HOUR_SUMS)].sum()
+    first = parts.sort_values("ts_first", kind="stable").groupby(_HOUR_KEYS, sort=True).first()
+    hourly["price"] = first["price"]
+    hourly["inventory"] = first["inventory"]
+    hourly = hourly.reset_index()
+    by_day = hourly.groupby(_KEYS, sort=True)
+    daily = by_day[["views", "carts", "dec_purchases", "abandons"]].sum()
+    totals = by_day[["price_sum", "rel_sum", "gap_sum"]].sum()
+    daily["mean_price"] = totals["price_sum"] / daily["views"]
+    daily["price_rel"] = totals["rel_sum"] / daily["views"]
+    daily["competitor_gap"] = totals["gap_sum"] / daily["views"]
+    previous = by_day["price"].shift()
+    hourly["moved"] = previous.notna() & (hourly["price"] != previous)
+    start = by_day.head(1).set_index(_KEYS)
+    end = by_day.tail(1).set_index(_KEYS)
+    daily["price_changes"] = hourly.groupby(_KEYS, sort=True)["moved"].sum()
+    daily["inventory_start"] = start["inventory"]
+    daily["inventory_end"] = end["inventory"] - end["sold"]
+    return _assemble(daily.astype(float), tx)
+
+
+def _assemble(dec: pd.DataFrame | None, tx: pd.DataFrame) -> pd.DataFrame:
+    """The feature table from daily decision features (None: POS only) and transaction sums."""
+    if dec is not None:
         out = dec.join(tx, how="outer")
         out[list(_DECISION_COUNTS)] = out[list(_DECISION_COUNTS)].fillna(0.0)
         out["conversion"] = out["dec_purchases"] / out["views"].where(out["views"] > 0)

@@ -21,7 +21,7 @@ import datetime as dt
 import hashlib
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -237,8 +237,11 @@ class Lake:
         """The paths, relative to the root, of the parts the partition's manifest lists."""
         return self._parts(zone, feed, date)
 
-    def read_partition(self, zone: str, feed: str, date: dt.date) -> pd.DataFrame:
-        """Read one partition (the parts its manifest lists) as a DataFrame.
+    def iter_partition(
+        self, zone: str, feed: str, date: dt.date, columns: list[str] | None = None
+    ) -> Iterator[pd.DataFrame]:
+        """The partition part by part (the parts its manifest lists), each as a DataFrame: what
+        a reader that must not hold a whole day of a large catalogue iterates.
 
         Raises:
             LakeError: the partition does not exist (naming how to create it), or a listed part
@@ -251,7 +254,6 @@ class Lake:
                 f"no partition {self.partition_prefix(zone, feed, date)} in {self.uri('')}; "
                 f"create it with {how}"
             )
-        frames = []
         for key in parts:
             try:
                 data = self.store.get(key)
@@ -261,12 +263,19 @@ class Lake:
                     "but missing; re-create the partition or move it to quarantine"
                 ) from err
             try:
-                frames.append(pd.read_parquet(io.BytesIO(data)))
+                frame = pd.read_parquet(io.BytesIO(data), columns=columns)
             except Exception as err:
                 raise LakeError(
                     f"partition file {self.store.uri(key)} is unreadable (truncated or not "
                     f"Parquet: {err}); re-create the partition or move it to quarantine"
                 ) from err
+            del data
+            yield frame
+
+    def read_partition(self, zone: str, feed: str, date: dt.date) -> pd.DataFrame:
+        """Read one partition (the parts its manifest lists) as one DataFrame; raises as
+        `iter_partition` does."""
+        frames = list(self.iter_partition(zone, feed, date))
         return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
     def interrupted_move(self, feed: str, date: dt.date, from_zone: str, to_zone: str) -> bool:

@@ -30,7 +30,11 @@ from pipeline.contracts import (
     validation_report_path,
 )
 from pipeline.data.catalogue import read_catalogue
-from pipeline.data.features import build_features
+from pipeline.data.features import (
+    decision_partials,
+    features_from_partials,
+    transaction_partials,
+)
 from pipeline.data.lake import Lake, open_lake
 from pipeline.data.validation import (
     finish_quarantine,
@@ -254,11 +258,18 @@ def validate_raw(settings: Settings, date: dt.date, now: dt.datetime | None = No
 def extract_features(settings: Settings, date: dt.date, now: dt.datetime | None = None) -> Featured:
     """The day's features per SKU, validated by their own suite, written to ``features/``."""
     lake = open_lake(settings)
-    decisions = read_days(lake, "decisions", [date])
-    transactions = read_days(lake, "transactions", [date])
-    if transactions is None:
+    if not lake.has_partition("raw", "transactions", date):
         raise NightStopped("features", f"no transactions partition for {date}; ingest it first")
-    features = build_features(decisions, transactions)
+    # Part by part: a day of a large catalogue is never held whole (pipeline.data.features).
+    decisions = (
+        [decision_partials(p) for p in lake.iter_partition("raw", "decisions", date)]
+        if lake.has_partition("raw", "decisions", date)
+        else None
+    )
+    transactions = [
+        transaction_partials(p) for p in lake.iter_partition("raw", "transactions", date)
+    ]
+    features = features_from_partials(decisions, transactions)
     result = validate_partition(
         "features", features, date, now or dt.datetime.now(dt.UTC), data_docs=False
     )
