@@ -70,6 +70,14 @@ class Settings(BaseSettings):
         "the gate noisy enough to stop correct worlds)",
     )
 
+    # clusters of SKUs, one agent each (pipeline.data.clusters)
+    skus_per_cluster: int = Field(
+        500, ge=1, le=100_000, description="target SKUs in a cluster (a category is cut to it)"
+    )
+    cluster_days: int = Field(
+        14, ge=1, le=365, description="days of features the clustering measures demand on"
+    )
+
     # which SKUs a transactions-only (POS) night prices: the rest keep their shelf price
     pos_min_units_per_day: float = Field(
         0.5,

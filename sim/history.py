@@ -135,11 +135,14 @@ def generate_history(
     start: dt.date,
     policy: Policy | None = None,
     epsilon: float = 0.1,
+    id_prefix: str = "",
 ) -> Iterator[DayLogs]:
     """Yield the decisions and transactions feeds day by day, deterministically for a seed.
 
     Every SKU of ``world`` sells in parallel; a new selling season (the world's horizon) starts
     whenever the previous one ends, with stock and price back to their initial values.
+    ``id_prefix`` goes into every event, transaction and customer id, so that the logs of
+    several simulations (blocks of a large catalogue) never share an id.
     """
     if days < 1:
         raise ValueError(f"days must be >= 1 (got {days})")
@@ -185,8 +188,8 @@ def generate_history(
             dec = dec.sort_values(["ts", "sku"], kind="stable").reset_index(drop=True)
             ids = np.arange(counter, counter + len(dec))
             counter += len(dec)
-            dec.insert(0, "event_id", [f"ev-{seed}-{i:012d}" for i in ids])
-            dec["customer_id"] = "c" + dec["customer_id"].astype("int64").astype(str)
+            dec.insert(0, "event_id", [f"ev-{seed}-{id_prefix}{i:012d}" for i in ids])
+            dec["customer_id"] = f"c{id_prefix}" + dec["customer_id"].astype("int64").astype(str)
             dec = dec[list(DECISION_COLUMNS)]
             tx = dec[dec["outcome"] == PURCHASE]
             trans = pd.DataFrame(

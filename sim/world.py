@@ -202,6 +202,32 @@ class Sku(_Frozen):
         return self.competitor_ref if self.competitor_ref is not None else self.ref_price
 
 
+#: price tiers of an expanded catalogue: name, price factor, share
+TIERS: tuple[tuple[str, float, float], ...] = (
+    ("budget", 0.7, 0.3),
+    ("standard", 1.0, 0.5),
+    ("premium", 1.6, 0.2),
+)
+#: stock profiles of an expanded catalogue: name, traffic, shelf and stock, restock interval, share
+PROFILES: tuple[tuple[str, float, float, float, float], ...] = (
+    ("fast", 2.0, 1.5, 0.5, 0.2),
+    ("regular", 1.0, 1.0, 1.0, 0.6),
+    ("slow", 0.35, 0.6, 2.0, 0.2),
+)
+
+
+def template_of(templates: World, sku_id: str) -> str | None:
+    """The SKU of ``templates`` that ``sku_id`` was expanded from (`World.expand`): itself, or the
+    longest template id it extends with ``-``; None for a foreign id."""
+    best = None
+    for t in templates.skus:
+        if (sku_id == t.id or sku_id.startswith(t.id + "-")) and (
+            best is None or len(t.id) > len(best)
+        ):
+            best = t.id
+    return best
+
+
 class World(_Frozen):
     """A market: horizon, price ladder, customers, seasonality, competitor, costs and catalogue."""
 
@@ -247,35 +273,57 @@ class World(_Frozen):
         return self.model_copy(update={"skus": tuple(skus)})
 
     def expand(self, n_skus: int, seed: int) -> World:
-        """A catalogue of ``n_skus`` items: the first ones as written, then jittered copies.
+        """A catalogue of ``n_skus`` items drawn from this world's SKUs as templates: the first
+        ones as written, then copies named ``<template>-<tier><number>`` (`template_of` finds
+        their template, the category they belong to).
 
-        Copies vary reference price, cost and traffic by up to ±15 % so a large synthetic catalogue is
-        not a set of clones.
+        Each copy draws a price tier (`TIERS`: budget, standard, premium: reference price, cost
+        and competitor price scaled together, ±10 %) and a stock profile (`PROFILES`: fast
+        movers with more traffic, shelf and restocks; slow movers with less of each), and its
+        traffic varies by ±15 %, so a large catalogue is not a set of clones.
         """
         if n_skus < 1:
             raise WorldError("n_skus must be >= 1")
         if n_skus <= len(self.skus):
             return self.with_skus(list(self.skus[:n_skus]))
         rng = np.random.default_rng(seed)
+        extra = n_skus - len(self.skus)
+        template = np.arange(extra) % len(self.skus)
+        tier = rng.choice(len(TIERS), size=extra, p=[t[2] for t in TIERS])
+        profile = rng.choice(len(PROFILES), size=extra, p=[p[4] for p in PROFILES])
+        f_price = rng.uniform(0.9, 1.1, size=extra)
+        f_rate = rng.uniform(0.85, 1.15, size=extra)
         skus = list(self.skus)
-        i = 0
-        while len(skus) < n_skus:
-            base = self.skus[i % len(self.skus)]
-            f_price, f_rate = rng.uniform(0.85, 1.15, size=2)
+        for i in range(extra):
+            base = self.skus[template[i]]
+            t_name, t_price, _ = TIERS[tier[i]]
+            _, p_rate, p_stock, p_restock, _ = PROFILES[profile[i]]
+            price = t_price * f_price[i]
+            capacity = int(min(1000, max(1, round(base.capacity * p_stock))))
+            restock_every = (
+                max(1, round(base.restock_every * p_restock)) if base.restock_every else 0
+            )
             skus.append(
                 base.model_copy(
                     update={
-                        "id": f"{base.id}-{len(skus):05d}",
-                        "ref_price": round(base.ref_price * f_price, 2),
-                        "unit_cost": round(base.unit_cost * f_price, 2),
+                        "id": f"{base.id}-{t_name[0]}{len(skus):06d}",
+                        "ref_price": round(base.ref_price * price, 2),
+                        "unit_cost": round(base.unit_cost * price, 2),
                         "competitor_ref": None
                         if base.competitor_ref is None
-                        else round(base.competitor_ref * f_price, 2),
-                        "arrival_rate": round(base.arrival_rate * f_rate, 3),
+                        else round(base.competitor_ref * price, 2),
+                        "arrival_rate": round(
+                            min(500.0, base.arrival_rate * p_rate * f_rate[i]), 3
+                        ),
+                        "capacity": capacity,
+                        "initial_inventory": min(capacity, round(base.initial_inventory * p_stock)),
+                        "restock_every": restock_every,
+                        "restock_qty": min(1000, round(base.restock_qty * p_stock))
+                        if restock_every
+                        else base.restock_qty,
                     }
                 )
             )
-            i += 1
         return self.with_skus(skus)
 
     def compile(self) -> MarketParams:

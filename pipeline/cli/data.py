@@ -46,24 +46,76 @@ def history(
     from rich.progress import Progress
 
     from pipeline.data.lake import Lake
-    from pipeline.data.synthetic import write_history
-    from sim.world import load_world
+    from pipeline.data.synthetic import BLOCK_SKUS, write_history
+    from sim.world import load_world, template_of
 
     first = parse_date(start, "--start")
     store = Lake.from_uri(lake, endpoint_url=s3_endpoint_url or None)
-    w = load_world(world_path)
-    if skus is not None:
-        w = w.expand(skus, seed)
+    templates = load_world(world_path)
+    w = templates if skus is None else templates.expand(skus, seed)
+    # Each SKU's category is the template it was drawn from (what the clustering step groups by).
+    categories = {s.id: template_of(templates, s.id) or s.id for s in w.skus}
+    blocks = -(-len(w.skus) // BLOCK_SKUS)
     with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("simulating days", total=days)
+        label = f"simulating {len(w.skus):,} SKUs" + (
+            f" ({blocks} blocks of {BLOCK_SKUS:,} a day)" if blocks > 1 else ""
+        )
+        task = bar.add_task(label, total=days * blocks)
         written = write_history(
-            store, w, days, seed, first, epsilon, on_day=lambda _: bar.advance(task)
+            store,
+            w,
+            days,
+            seed,
+            first,
+            epsilon,
+            categories=categories,
+            on_block=lambda: bar.advance(task),
         )
     console.print(
         f"wrote {days} days x {written.skus} SKUs: {written.decisions:,} decisions, "
         f"{written.transactions:,} transactions under {store.uri('raw')}/, and the catalogue "
         f"(costs, stock, price ladder) to {written.catalogue_uri}"
     )
+
+
+@app.command()
+def clusters(
+    date: Annotated[str, typer.Option(help="the night, YYYY-MM-DD")],
+    recluster: Annotated[
+        bool,
+        typer.Option(
+            "--recluster", help="cluster anew (default: known SKUs keep their last cluster)"
+        ),
+    ] = False,
+) -> None:
+    """Group the catalogue into clusters of SKUs that sell alike (one agent each) and write
+    clusters/date=D/clusters.json to the lake (PRICING_SKUS_PER_CLUSTER, PRICING_CLUSTER_DAYS)."""
+    from rich.table import Table
+
+    from pipeline.data.clusters import clusters_path
+    from pipeline.data.lake import open_lake
+    from pipeline.nightly.steps import cluster_catalogue
+    from pipeline.settings import Settings
+
+    night = parse_date(date, "--date")
+    settings = Settings()
+    made = cluster_catalogue(settings, night, recluster=recluster)
+    members = made.members()
+    table = Table(title=f"clusters of {night}: {len(made.assignment):,} SKUs in {len(members)}")
+    for col in ("cluster", "category", "SKUs", "price (z)", "demand (z)"):
+        table.add_column(col, justify="right" if col not in ("cluster", "category") else "left")
+    shown = sorted(members, key=lambda c: (-len(members[c]), c))
+    for cid in shown[:20]:
+        price, demand = made.centroid[cid]
+        table.add_row(
+            cid, made.category[cid], f"{len(members[cid]):,}", f"{price:+.2f}", f"{demand:+.2f}"
+        )
+    console.print(table)
+    if len(shown) > 20:
+        console.print(f"… and {len(shown) - 20} more clusters")
+    for note in made.notes:
+        console.print(note)
+    console.print(f"written to {open_lake(settings).uri(clusters_path(night))}")
 
 
 _HINTS = {

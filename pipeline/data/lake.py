@@ -21,7 +21,7 @@ import datetime as dt
 import hashlib
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -203,17 +203,32 @@ class Lake:
         the manifest then lists it alone (the parts of other writers included before, such as
         the service's, are replaced with it in that one step) and the replaced parts are
         deleted."""
-        buf = io.BytesIO()
-        df.to_parquet(buf, index=False)
-        data = buf.getvalue()
-        name = f"part-{hashlib.sha256(data).hexdigest()[:16]}.parquet"
+        return self.write_parts(zone, feed, date, [df])[0]
+
+    def write_parts(
+        self, zone: str, feed: str, date: dt.date, frames: Iterable[pd.DataFrame]
+    ) -> list[str]:
+        """Write one day of one feed as several parts (a large catalogue, a block of SKUs at a
+        time: only one part is in memory), replacing the partition's data in one commit once
+        every part is written; return the URIs written. Each part is named after its content,
+        as in `write_partition`."""
         prefix = self._folder(zone, feed, date)
-        self.store.put(prefix + name, data)
-        old = self._commit(self._manifest(zone, feed, date), lambda _: [name])
+        names: list[str] = []
+        for df in frames:
+            buf = io.BytesIO()
+            df.to_parquet(buf, index=False)
+            data = buf.getvalue()
+            del buf
+            name = f"part-{hashlib.sha256(data).hexdigest()[:16]}.parquet"
+            self.store.put(prefix + name, data)
+            names.append(name)
+        if not names:
+            raise LakeError(f"no part to write to {prefix.removesuffix('/')}; pass at least one")
+        old = self._commit(self._manifest(zone, feed, date), lambda _: names)
         for stale in old:
-            if stale != name:
+            if stale not in names:
                 self.store.delete(prefix + stale)
-        return self.store.uri(prefix + name)
+        return [self.store.uri(prefix + n) for n in names]
 
     def add_part(self, zone: str, feed: str, date: dt.date, df: pd.DataFrame, name: str) -> str:
         """Add one part file beside the partition's others (a writer that logs continuously, like
