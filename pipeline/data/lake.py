@@ -208,27 +208,35 @@ class Lake:
     def write_parts(
         self, zone: str, feed: str, date: dt.date, frames: Iterable[pd.DataFrame]
     ) -> list[str]:
-        """Write one day of one feed as several parts (a large catalogue, a block of SKUs at a
-        time: only one part is in memory), replacing the partition's data in one commit once
-        every part is written; return the URIs written. Each part is named after its content,
-        as in `write_partition`."""
+        """Write one day of one feed as several parts (only one part is in memory at a time),
+        replacing the partition's data in one commit once every part is written; return the
+        URIs written."""
+        names = [self.put_part(zone, feed, date, df) for df in frames]
+        self.commit_parts(zone, feed, date, names)
         prefix = self._folder(zone, feed, date)
-        names: list[str] = []
-        for df in frames:
-            buf = io.BytesIO()
-            df.to_parquet(buf, index=False)
-            data = buf.getvalue()
-            del buf
-            name = f"part-{hashlib.sha256(data).hexdigest()[:16]}.parquet"
-            self.store.put(prefix + name, data)
-            names.append(name)
+        return [self.store.uri(prefix + n) for n in names]
+
+    def put_part(self, zone: str, feed: str, date: dt.date, df: pd.DataFrame) -> str:
+        """Write a part, not yet listed (no reader sees it before `commit_parts`); return its
+        name, which is derived from its content (a retried write puts the same object)."""
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        data = buf.getvalue()
+        del buf
+        name = f"part-{hashlib.sha256(data).hexdigest()[:16]}.parquet"
+        self.store.put(self._folder(zone, feed, date) + name, data)
+        return name
+
+    def commit_parts(self, zone: str, feed: str, date: dt.date, names: list[str]) -> None:
+        """Make ``names`` (written by `put_part`) the partition, replacing what it held in one
+        step; the replaced parts are deleted."""
+        prefix = self._folder(zone, feed, date)
         if not names:
-            raise LakeError(f"no part to write to {prefix.removesuffix('/')}; pass at least one")
+            raise LakeError(f"no part to commit to {prefix.removesuffix('/')}; write one first")
         old = self._commit(self._manifest(zone, feed, date), lambda _: names)
         for stale in old:
             if stale not in names:
                 self.store.delete(prefix + stale)
-        return [self.store.uri(prefix + n) for n in names]
 
     def add_part(self, zone: str, feed: str, date: dt.date, df: pd.DataFrame, name: str) -> str:
         """Add one part file beside the partition's others (a writer that logs continuously, like

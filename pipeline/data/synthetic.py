@@ -8,16 +8,16 @@ on the first day (`pipeline.data.catalogue`).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-
-import pandas as pd
 
 from pipeline.data.catalogue import add_to_catalogue
 from pipeline.data.lake import Lake
 from sim.catalogue import Catalogue
 from sim.history import generate_history
 from sim.world import World
+
+FEEDS = ("decisions", "transactions")
 
 
 @dataclass(frozen=True)
@@ -49,42 +49,35 @@ def write_history(
     transactions feeds day by day (replacing those days' partitions), then the catalogue
     (with each SKU's category from ``categories``, if given).
 
-    A catalogue of more than `BLOCK_SKUS` SKUs is simulated in blocks of that many, each with
-    its own random streams and id prefix; ``on_block`` is called after each block of each day."""
+    A catalogue of more than `BLOCK_SKUS` SKUs is simulated a block of that many at a time,
+    each block with its own random streams and id prefix, through all the days; ``on_block`` is
+    called after each block-day. A simulation holds its block's market (its demand tables grow
+    with the SKUs) and one day of its logs, so memory is bounded by the block, not the
+    catalogue. The parts are written unlisted as they come and each day is committed once all
+    its blocks are written: a run cut short leaves every day as it was."""
     n = len(world.skus)
     blocks = [world.with_skus(list(world.skus[i : i + BLOCK_SKUS])) for i in range(0, n, BLOCK_SKUS)]
-    if len(blocks) == 1:
-        streams = [generate_history(world, days, seed, start, epsilon=epsilon)]
-    else:
-        streams = [
-            generate_history(b, days, seed + 7919 * (i + 1), start, epsilon=epsilon, id_prefix=f"b{i:03d}-")
-            for i, b in enumerate(blocks)
-        ]
+    dates = [start + dt.timedelta(days=k) for k in range(days)]
+    parts: dict[tuple[dt.date, str], list[str]] = {(d, f): [] for d in dates for f in FEEDS}
     decisions = transactions = 0
-    for k in range(days):
-        date = start + dt.timedelta(days=k)
-        day_tx: list[pd.DataFrame] = []
-        day_decisions = [0]
-
-        def block_decisions(
-            date: dt.date = date, day_tx: list[pd.DataFrame] = day_tx, count: list[int] = day_decisions
-        ) -> Iterator[pd.DataFrame]:
-            # The decisions of one block at a time; the transactions (a few percent of the rows)
-            # are kept until the day's decisions are committed.
-            for stream in streams:
-                logs = next(stream)
-                if logs.date != date:
-                    raise AssertionError(f"simulated {logs.date}, expected {date}")
-                day_tx.append(logs.transactions)
-                count[0] += len(logs.decisions)
-                yield logs.decisions
-                if on_block is not None:
-                    on_block()
-
-        lake.write_parts("raw", "decisions", date, block_decisions())
-        lake.write_parts("raw", "transactions", date, day_tx)
-        decisions += day_decisions[0]
-        transactions += sum(len(tx) for tx in day_tx)
+    for i, block in enumerate(blocks):
+        if len(blocks) == 1:
+            stream = generate_history(world, days, seed, start, epsilon=epsilon)
+        else:
+            stream = generate_history(
+                block, days, seed + 7919 * (i + 1), start, epsilon=epsilon, id_prefix=f"b{i:03d}-"
+            )
+        for logs in stream:
+            for feed, frame in (("decisions", logs.decisions), ("transactions", logs.transactions)):
+                parts[logs.date, feed].append(lake.put_part("raw", feed, logs.date, frame))
+            decisions += len(logs.decisions)
+            transactions += len(logs.transactions)
+            del logs
+            if on_block is not None:
+                on_block()
+    for date in dates:
+        for feed in FEEDS:
+            lake.commit_parts("raw", feed, date, parts[date, feed])
         if on_day is not None:
             on_day(date)
     catalogue = Catalogue.of_world(world)
