@@ -88,6 +88,9 @@ STOP_TASK = "night_stopped"  # the task that repeats that record (its return val
 # the night: its steps in order (`pipeline.nightly.run` and the DAG both read this)
 # ---------------------------------------------------------------------------------------------
 NIGHT_STEPS = ("validate", "features", "refit", "fidelity", "train", "evaluate", "gate")
+#: with clusters (PRICING_CLUSTERS): the catalogue's steps, then each cluster's
+CATALOGUE_STEPS = ("validate", "features")
+CLUSTER_STEPS = ("refit", "fidelity", "train", "evaluate", "gate")
 GATED_STEPS = ("validate", "features", "refit", "fidelity")  # may stop the night
 
 # what a night can train: the exact plan of the refit world (`pipeline.model.planner`, where the

@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     cluster_days: int = Field(
         14, ge=1, le=365, description="days of features the clustering measures demand on"
     )
+    cluster: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9][a-z0-9-]{0,79}$",
+        description="the cluster a night prices (set by the fan-out, see for_cluster)",
+    )
 
     # which SKUs a transactions-only (POS) night prices: the rest keep their shelf price
     pos_min_units_per_day: float = Field(
@@ -189,6 +194,15 @@ class Settings(BaseSettings):
     @property
     def lake(self) -> str:
         return self.lake_uri or str(self.data_dir / "lake")
+
+    def for_cluster(self, cluster: str) -> Settings:
+        """The settings of one cluster's night: its own registered model
+        (``<model_name>--<cluster>``, so its own champion, lock and ledger) and lake view."""
+        if self.cluster is not None:
+            raise ValueError(f"these settings are already cluster {self.cluster!r}'s")
+        data = self.model_dump()
+        data.update(cluster=cluster, model_name=f"{self.model_name}--{cluster}")
+        return type(self).model_validate(data)
 
     @property
     def tracking_uri(self) -> str:

@@ -84,8 +84,34 @@ def _is_part(key: str) -> bool:
 class Lake:
     """Date-partitioned feeds over a ``Store``; see the module docstring for the layout."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self, store: Store, reports_root: str = "", skus: frozenset[str] | None = None
+    ) -> None:
         self.store = store
+        # A cluster's view (`for_cluster`): its own reports/ and only its SKUs' rows.
+        self.reports_root = reports_root
+        self.skus = skus
+
+    def for_cluster(self, cluster: str, skus: Iterable[str] | None = None) -> Lake:
+        """The lake as one cluster's night sees it: ``reports/…`` (reports, fitted world,
+        ledger) lives under ``reports/cluster=<cluster>/…``, and partitions read only the rows
+        of ``skus`` (all rows if None). Raw, features and catalogue objects are shared."""
+        if not cluster or "/" in cluster or cluster in (".", ".."):
+            raise LakeError(f"cluster must be a plain name such as 'tee-basic-0' (got {cluster!r})")
+        return Lake(
+            self.store, f"reports/cluster={cluster}/", None if skus is None else frozenset(skus)
+        )
+
+    def _obj(self, relpath: str) -> str:
+        """Where a plain object's path lives in this view (reports/ moves for a cluster)."""
+        if self.reports_root and relpath.startswith("reports/"):
+            return self.reports_root + relpath.removeprefix("reports/")
+        return relpath
+
+    def _unobj(self, key: str) -> str:
+        if self.reports_root and key.startswith(self.reports_root):
+            return "reports/" + key.removeprefix(self.reports_root)
+        return key
 
     @classmethod
     def from_uri(
@@ -136,7 +162,7 @@ class Lake:
 
     def uri(self, relpath: str) -> str:
         """The full location of ``relpath``: a local path or an ``s3://`` URI."""
-        return self.store.uri(_check_relpath(relpath, allow_empty=True))
+        return self.store.uri(self._obj(_check_relpath(relpath, allow_empty=True)))
 
     @staticmethod
     def _feed_prefix(zone: str, feed: str) -> str:
@@ -285,14 +311,21 @@ class Lake:
                     f"partition file {self.store.uri(key)} is listed in the partition's manifest "
                     "but missing; re-create the partition or move it to quarantine"
                 ) from err
+            wanted = columns
+            if self.skus is not None and columns is not None and "sku" not in columns:
+                wanted = [*columns, "sku"]
             try:
-                frame = pd.read_parquet(io.BytesIO(data), columns=columns)
+                frame = pd.read_parquet(io.BytesIO(data), columns=wanted)
             except Exception as err:
                 raise LakeError(
                     f"partition file {self.store.uri(key)} is unreadable (truncated or not "
                     f"Parquet: {err}); re-create the partition or move it to quarantine"
                 ) from err
             del data
+            if self.skus is not None and "sku" in frame.columns:
+                frame = frame[frame["sku"].astype(str).isin(self.skus)].reset_index(drop=True)
+                if columns is not None:
+                    frame = frame[columns]
             yield frame
 
     def read_partition(self, zone: str, feed: str, date: dt.date) -> pd.DataFrame:
@@ -381,36 +414,39 @@ class Lake:
 
     def write_bytes(self, relpath: str, data: bytes) -> None:
         """Write an object atomically (a report, a manifest), replacing any object there."""
-        self.store.put(_check_relpath(relpath), data)
+        self.store.put(self._obj(_check_relpath(relpath)), data)
 
     def read_bytes(self, relpath: str) -> bytes:
         """Read an object; LakeError naming the URI if it does not exist."""
         try:
-            return self.store.get(_check_relpath(relpath))
+            return self.store.get(self._obj(_check_relpath(relpath)))
         except FileNotFoundError as err:
-            raise LakeError(f"no object {self.store.uri(relpath)} in the lake") from err
+            raise LakeError(f"no object {self.uri(relpath)} in the lake") from err
 
     def read_tagged(self, relpath: str) -> tuple[bytes, str | None]:
         """An object's bytes and the tag `write_if` compares (``b"", None`` if absent)."""
-        return self.store.get_tagged(_check_relpath(relpath))
+        return self.store.get_tagged(self._obj(_check_relpath(relpath)))
 
     def write_if(self, relpath: str, data: bytes, tag: str | None) -> None:
         """Replace an object only if it still has ``tag`` (None: only if absent); else
         `StoreConflict`, writing nothing."""
-        self.store.put_if(_check_relpath(relpath), data, tag)
+        self.store.put_if(self._obj(_check_relpath(relpath)), data, tag)
 
     def exists(self, relpath: str) -> bool:
         """Whether an object is stored at ``relpath``."""
-        return self.store.exists(_check_relpath(relpath))
+        return self.store.exists(self._obj(_check_relpath(relpath)))
 
     def list(self, prefix: str = "") -> list[str]:
         """The sorted paths, relative to the root, of every object under ``prefix``."""
-        return self.store.list(_check_relpath(prefix, allow_empty=True))
+        keys = self.store.list(self._obj(_check_relpath(prefix, allow_empty=True)))
+        return sorted(self._unobj(k) for k in keys)
 
 
-def open_lake(settings: Settings) -> Lake:
+def open_lake(settings: Settings, skus: Iterable[str] | None = None) -> Lake:
     """The lake the settings name (``PRICING_LAKE_URI``, ``PRICING_S3_ENDPOINT_URL``): the one
-    place the pipeline opens it."""
-    return Lake.from_uri(
+    place the pipeline opens it. For a cluster's night (``settings.cluster``), that cluster's
+    view (`Lake.for_cluster`), reading only ``skus``' rows when given."""
+    lake = Lake.from_uri(
         settings.lake, settings.s3_endpoint_url, settings.s3_max_attempts, settings.s3_timeout_s
     )
+    return lake if settings.cluster is None else lake.for_cluster(settings.cluster, skus)

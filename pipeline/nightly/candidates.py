@@ -13,13 +13,12 @@ import logging
 import mlflow
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from pipeline.data.lake import open_lake
 from pipeline.model.agents import Agent, algo_name
 from pipeline.model.algos import ALGOS
 from pipeline.model.planner import DP_MAX_STATES, PLANNER, Planner, dp_states, dp_tractable, plan
 from pipeline.model.train import Teacher, TrainConfig, WarmStartError, train_agent
 from pipeline.nightly.results import NightStopped, Trained
-from pipeline.nightly.steps import TrainProgress, fitted_world
+from pipeline.nightly.steps import TrainProgress, fitted_world, night_lake
 from pipeline.release.registry import Registry
 from pipeline.settings import Settings
 from pipeline.tracking import experiment, git_commit
@@ -37,7 +36,7 @@ def train_candidate(
 ) -> Trained:
     """Train one algorithm in the refit simulator (the planner: solve it) and register it, once
     per date and algo. The planner is skipped, with the reason, where the solver cannot run."""
-    lake = open_lake(settings)
+    lake = night_lake(settings, date)
     registry = Registry(settings, lake)
     existing = registry.find_version(date.isoformat(), algo)
     if existing is not None:

@@ -19,7 +19,7 @@ import mlflow
 import pandas as pd
 
 from pipeline.contracts import evaluation_report_path
-from pipeline.data.lake import Lake, open_lake
+from pipeline.data.lake import Lake
 from pipeline.model.agents import agent_policy
 from pipeline.model.cloning import BC, fit_cloned_policy
 from pipeline.model.evaluation import Evaluation, baselines, evaluate
@@ -27,7 +27,7 @@ from pipeline.model.logged import logged_market, served_decision_units, target_p
 from pipeline.model.ope import RidgeRewardModel, ope_compare
 from pipeline.model.plots import action_mix, price_trajectories, profit_distribution, save_figures
 from pipeline.nightly.results import Evaluated, NightStopped
-from pipeline.nightly.steps import fitted_world, read_days, window, write_json
+from pipeline.nightly.steps import fitted_world, night_lake, read_days, window, write_json
 from pipeline.release.gate import GateEvidence
 from pipeline.release.registry import Registry
 from pipeline.settings import Settings
@@ -47,7 +47,7 @@ def evaluate_candidates(settings: Settings, date: dt.date, versions: list[str]) 
             f"no candidate was trained for {date} (PRICING_ALGOS={','.join(settings.algos)}: "
             "every one was skipped); add a model-free algorithm (ppo) to PRICING_ALGOS",
         )
-    lake = open_lake(settings)
+    lake = night_lake(settings, date)
     registry = Registry(settings, lake)
     world = fitted_world(lake, date)
     champion = registry.champion_version()

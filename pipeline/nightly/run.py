@@ -7,18 +7,19 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from pipeline.contracts import NIGHT_STEPS
+from pipeline.contracts import CATALOGUE_STEPS, CLUSTER_STEPS, NIGHT_STEPS
 from pipeline.nightly.candidates import train_candidate
 from pipeline.nightly.evaluate import evaluate_candidates
 from pipeline.nightly.results import NightStopped, Refitted, StepResult, Stopped, Trained
 from pipeline.nightly.steps import (
     TrainProgress,
     check_fidelity,
+    cluster_catalogue,
     extract_features,
     promotion_gate,
     refit_simulator,
@@ -58,8 +59,10 @@ def run_night(
     train_progress: Callable[[str], TrainProgress] | None = None,
     now: dt.datetime | None = None,
     on_step: Callable[[str, float, StepResult | None], None] | None = None,
+    steps: Sequence[str] = NIGHT_STEPS,
 ) -> NightResult:
-    """Every step in order. Stops (status "stopped") at the first gate that says no.
+    """Every step in order (``steps``: a part of `NIGHT_STEPS`, in its order). Stops (status
+    "stopped") at the first gate that says no.
 
     ``on_step(name, seconds, result)`` hears of every step as it ends (``train_<algo>`` for each
     algorithm; the result is None for a step that raised), e.g. to time them.
@@ -111,7 +114,7 @@ def run_night(
         result.steps[name] = out
 
     try:
-        for name in NIGHT_STEPS:
+        for name in steps:
             run(name)
     except NightStopped as stop:
         result.status = "stopped"
@@ -121,3 +124,58 @@ def run_night(
         return result
     result.status = "completed"
     return result
+
+
+@dataclass
+class ClusteredNight:
+    """A night fanned out over clusters: the catalogue's steps, then each cluster's night."""
+
+    date: str
+    catalogue: NightResult
+    clusters: dict[str, NightResult] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        """completed (every cluster's night ran to its gate, whatever the gates decided),
+        partial (some clusters stopped, the others went on), or stopped (the catalogue's steps
+        stopped: no cluster ran)."""
+        if self.catalogue.status != "completed":
+            return "stopped"
+        if all(r.status == "completed" for r in self.clusters.values()):
+            return "completed"
+        return "partial"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "date": self.date,
+            "status": self.status,
+            "catalogue": self.catalogue.to_dict(),
+            "clusters": {c: r.to_dict() for c, r in self.clusters.items()},
+        }
+
+
+def run_clustered_night(
+    settings: Settings,
+    date: dt.date,
+    say: Say | None = None,
+    train_progress: Callable[[str], TrainProgress] | None = None,
+    now: dt.datetime | None = None,
+) -> ClusteredNight:
+    """The catalogue's steps (validation, features), the clusters (`pipeline.data.clusters`),
+    then each cluster's night in turn (`CLUSTER_STEPS`, with `Settings.for_cluster`: its own
+    model, champion and ledger). A cluster whose night stops keeps its champion; the others go
+    on. (The Airflow DAG maps the same cluster nights over its workers.)"""
+    tell: Say = say or log.info
+    catalogue = run_night(settings, date, say, now=now, steps=CATALOGUE_STEPS)
+    night = ClusteredNight(date=date.isoformat(), catalogue=catalogue)
+    if catalogue.status != "completed":
+        return night
+    clusters = cluster_catalogue(settings, date)
+    members = clusters.members()
+    tell(f"{len(members)} clusters: {', '.join(members)}")
+    for cid in members:
+        tell(f"cluster {cid} ({len(members[cid])} SKUs) …")
+        night.clusters[cid] = run_night(
+            settings.for_cluster(cid), date, say, train_progress, now, steps=CLUSTER_STEPS
+        )
+    return night

@@ -76,17 +76,41 @@ FEEDS = ("decisions", "transactions")
 # ---------------------------------------------------------------------------------------------
 # what every step shares
 # ---------------------------------------------------------------------------------------------
+def night_lake(settings: Settings, date: dt.date) -> Lake:
+    """The lake a night's step reads and writes: the whole lake, or for a cluster's night
+    (``settings.cluster``) that cluster's view: its own reports and the rows of its SKUs in the
+    clusters snapshot in force on ``date`` (`pipeline.data.clusters`)."""
+    if settings.cluster is None:
+        return open_lake(settings)
+    whole = open_lake(settings.model_copy(update={"cluster": None}))
+    clusters = read_clusters(whole, date)
+    members = clusters.members().get(settings.cluster) if clusters is not None else None
+    if not members:
+        raise NightStopped(
+            "refit",
+            f"cluster {settings.cluster} has no SKU in the clusters in force on {date} "
+            f"({whole.uri('clusters/')}); run `pricing clusters --date {date}` first",
+        )
+    return whole.for_cluster(settings.cluster, members)
+
+
 def base_world(settings: Settings, lake: Lake, date: dt.date) -> tuple[World, str]:
     """The world a night refits, and where its catalogue came from: ``PRICING_WORLD_FILE`` if
     set; else the default market around the lake's catalogue in force on ``date``; else the
     default world."""
     if settings.world_file is not None:
-        return load_world(settings.world_file), str(settings.world_file)
-    snapshot = read_catalogue(lake, date)
-    if snapshot is None:
-        return load_world(None), "the default world (no catalogue in the lake)"
-    catalogue, uri = snapshot
-    return apply_catalogue(load_world(None), catalogue), uri
+        world, source = load_world(settings.world_file), str(settings.world_file)
+    else:
+        snapshot = read_catalogue(lake, date)
+        if snapshot is None:
+            world, source = load_world(None), "the default world (no catalogue in the lake)"
+        else:
+            catalogue, source = snapshot
+            world = apply_catalogue(load_world(None), catalogue)
+    if lake.skus is not None:  # a cluster's night prices its own SKUs
+        world = world.with_skus([s for s in world.skus if s.id in lake.skus])
+        source += f" (cluster {settings.cluster}: {len(world.skus)} SKUs)"
+    return world, source
 
 
 def _categories(settings: Settings, lake: Lake, date: dt.date) -> dict[str, str]:
@@ -315,7 +339,7 @@ def cluster_catalogue(settings: Settings, date: dt.date, recluster: bool = False
 # ---------------------------------------------------------------------------------------------
 def refit_simulator(settings: Settings, date: dt.date) -> Refitted:
     """Fit the market to the training window; writes the fitted world and its report."""
-    lake = open_lake(settings)
+    lake = night_lake(settings, date)
     train_days, _ = window(settings, date)
     decisions = read_days(lake, "decisions", train_days)
     base, catalogue = base_world(settings, lake, date)
@@ -362,7 +386,7 @@ def refit_simulator(settings: Settings, date: dt.date) -> Refitted:
 
 def check_fidelity(settings: Settings, date: dt.date) -> Faithful:
     """The refit simulator must reproduce the held-out days, or the night stops."""
-    lake = open_lake(settings)
+    lake = night_lake(settings, date)
     _, holdout = window(settings, date)
     world = fitted_world(lake, date)
     heldout = read_days(lake, "decisions", holdout)
@@ -408,7 +432,7 @@ def check_fidelity(settings: Settings, date: dt.date) -> Faithful:
 # ---------------------------------------------------------------------------------------------
 def promotion_gate(settings: Settings, date: dt.date) -> Gated:
     """Decide from the evaluation report; promote through the compare-and-set path."""
-    lake = open_lake(settings)
+    lake = night_lake(settings, date)
     report = read_json(lake, evaluation_report_path(date))
     evidence = GateEvidence.from_dict(report["evidence"])
     thresholds = GateThresholds(
@@ -469,14 +493,14 @@ def promotion_gate(settings: Settings, date: dt.date) -> Gated:
 
 def gate_decided(settings: Settings, date: dt.date) -> str | None:
     """Where the gate's decision for ``date`` lies, if the night got that far; else None."""
-    lake = open_lake(settings)
+    lake = night_lake(settings, date)
     path = gate_decision_path(date)
     return lake.uri(path) if lake.exists(path) else None
 
 
 def night_summary(settings: Settings, date: dt.date) -> tuple[dict[str, Any], Gated]:
     """The evaluation report and the gate's decision of a completed night, for printing."""
-    lake = open_lake(settings)
+    lake = night_lake(settings, date)
     report = read_json(lake, evaluation_report_path(date))
     decision = read_json(lake, gate_decision_path(date))
     return report, Gated.from_dict(decision)

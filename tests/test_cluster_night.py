@@ -1,0 +1,107 @@
+"""A night fanned out over clusters, in one process (the DAG maps the same cluster nights): each
+cluster gets its own registered model, champion, reports and ledger, and a cluster stopped by its
+gates keeps its champion while the others promote."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.contracts import LEDGER_PATH, fidelity_report_path
+from pipeline.data.clusters import read_clusters
+from pipeline.data.lake import Lake
+from pipeline.data.synthetic import write_history
+from pipeline.nightly.run import run_clustered_night
+from pipeline.release.registry import Registry
+from pipeline.settings import Settings
+from sim.feeds import PURCHASE
+from sim.world import World
+from tests.conftest import tiny_world_dict
+from tests.faults.night import DAYS, LAST, START, night_settings
+
+
+def _spoil_holdout(lake: Lake, sku: str, days: list[dt.date]) -> None:
+    """The held-out days of one SKU rewritten so that nobody buys it: its cluster's refit (on the
+    training days) cannot reproduce them, and its fidelity gate stops its night."""
+    for day in days:
+        dec = lake.read_partition("raw", "decisions", day)
+        mine = dec["sku"] == sku
+        dec.loc[mine, "outcome"] = "view"
+        dec.loc[mine, "quantity"] = 0
+        lake.write_partition("raw", "decisions", day, dec)
+        tx = lake.read_partition("raw", "transactions", day)
+        lake.write_partition("raw", "transactions", day, tx[tx["sku"] != sku])
+
+
+@pytest.fixture(scope="module")
+def clustered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, dict, Lake]:
+    root = tmp_path_factory.mktemp("clustered")
+    world = World.model_validate(tiny_world_dict()).expand(3, seed=1)  # 3 SKUs, 3 categories
+    settings = night_settings(root, model_name="clustered")
+    settings.world_file.write_text(world.to_json())  # type: ignore[union-attr]
+    lake = Lake.from_uri(settings.lake)
+    write_history(lake, world, DAYS, 3, START)
+    spoiled = world.skus[2].id
+    holdout = [LAST - dt.timedelta(days=i) for i in range(settings.holdout_days)]
+    _spoil_holdout(lake, spoiled, holdout)
+    night = run_clustered_night(settings, LAST)
+    return settings, night.to_dict(), lake
+
+
+def test_each_cluster_runs_its_own_night(clustered: tuple[Settings, dict, Lake]) -> None:
+    _, night, lake = clustered
+    assert night["catalogue"]["status"] == "completed", night["catalogue"]
+    snapshot = read_clusters(lake, LAST)
+    assert snapshot is not None
+    members = snapshot.members()
+    assert len(members) == 3 and set(night["clusters"]) == set(members)
+    assert night["status"] == "partial"  # one cluster stopped, the others ran to their gates
+    for cid in members:
+        report = lake.uri(f"reports/cluster={cid}/sim/date={LAST}/fit_report.json")
+        assert Path(report).is_file(), report
+        fitted = json.loads(lake.read_bytes(f"reports/cluster={cid}/sim/date={LAST}/world.json"))
+        assert [s["id"] for s in fitted["skus"]] == members[cid]  # priced its own SKUs only
+    assert not lake.exists(fidelity_report_path(LAST))  # nothing at the catalogue's level
+
+
+def test_a_stopped_cluster_keeps_its_champion_while_the_others_promote(
+    clustered: tuple[Settings, dict, Lake],
+) -> None:
+    settings, night, lake = clustered
+    stopped = {c: r for c, r in night["clusters"].items() if r["status"] == "stopped"}
+    ran = {c: r for c, r in night["clusters"].items() if r["status"] == "completed"}
+    assert len(stopped) == 1 and len(ran) == 2, {
+        c: r["status"] for c, r in night["clusters"].items()
+    }
+    [(cid, result)] = stopped.items()
+    assert result["stopped_at"] == "fidelity"
+    registry = Registry(settings.for_cluster(cid), lake.for_cluster(cid))
+    assert registry.champion_version() is None  # unchanged: nothing was registered for it
+    assert not lake.exists(f"reports/cluster={cid}/promotions/ledger.jsonl")
+    for other, res in ran.items():
+        gate = res["steps"]["gate"]
+        reg = Registry(settings.for_cluster(other), lake.for_cluster(other))
+        assert reg.name == f"clustered--{other}"
+        assert gate["moved"] and reg.champion_version() == gate["champion"]
+        ledger = reg.ledger.entries()
+        assert [e.to_version for e in ledger] == [gate["champion"]]  # its own ledger, one move
+    assert not lake.exists(LEDGER_PATH)  # no catalogue-wide ledger line
+
+
+def test_a_cluster_view_reads_only_its_skus(clustered: tuple[Settings, dict, Lake]) -> None:
+    _, _, lake = clustered
+    day = lake.read_partition("raw", "decisions", LAST)
+    view = lake.for_cluster("x-0", {day["sku"].iloc[0]})
+    part = view.read_partition("raw", "decisions", LAST)
+    assert set(part["sku"]) == {day["sku"].iloc[0]} and 0 < len(part) < len(day)
+    pd.testing.assert_frame_equal(
+        part, day[day["sku"] == day["sku"].iloc[0]].reset_index(drop=True)
+    )
+    view.write_bytes("reports/a.json", b"{}")
+    assert lake.exists("reports/cluster=x-0/a.json") and not lake.exists("reports/a.json")
+    assert view.list("reports/") == ["reports/a.json"]
+    assert PURCHASE in set(day["outcome"])
