@@ -83,6 +83,7 @@ from airflow.sdk import (
     dag,
     get_current_context,
     task,
+    task_group,
 )
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
@@ -110,6 +111,9 @@ SCHEDULE = os.environ.get("PRICING_NIGHTLY_CRON", "0 2 * * *")
 # The first retry's delay (then doubled, at most an hour): a failed task (an outage, a worker
 # killed mid-training) is retried for the same night, and re-running a task changes nothing done.
 RETRY_DELAY = dt.timedelta(seconds=float(os.environ.get("PRICING_NIGHTLY_RETRY_DELAY_S", "300")))
+# PRICING_CLUSTERS: fan the night out over clusters of SKUs (pipeline.data.clusters), one
+# mapped group of tasks each, instead of one night for the whole catalogue.
+CLUSTERED = os.environ.get("PRICING_CLUSTERS", "").strip().lower() in {"1", "true", "yes", "on"}
 FEATURES = Asset(FEATURES_ASSET)
 CANDIDATE_MODEL = Asset(CANDIDATE_MODEL_ASSET)
 CHAMPION = Asset(CHAMPION_ASSET)
@@ -154,14 +158,18 @@ def _small(details: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in safe.items() if isinstance(v, str | int | float | bool)}
 
 
-def _gated(step: Callable[[Settings, dt.date], StepResult]) -> dict[str, Any]:
-    """Run one pipeline step for tonight. A gate that says no fails the task for good: a retry
-    would meet a quarantined partition instead of the bad one, and the reason must stay visible."""
+def _gated(
+    step: Callable[[Settings, dt.date], StepResult], cluster: str | None = None
+) -> dict[str, Any]:
+    """Run one pipeline step for tonight (for one cluster's night when ``cluster`` is given). A
+    gate that says no fails the task for good: a retry would meet a quarantined partition
+    instead of the bad one, and the reason must stay visible."""
     from pipeline.nightly.results import NightStopped
 
     night = _night()
+    settings = _settings() if cluster is None else _settings().for_cluster(cluster)
     try:
-        return step(_settings(), night).to_dict()
+        return step(settings, night).to_dict()
     except NightStopped as stop:
         record = {
             "date": night.isoformat(),
@@ -320,6 +328,9 @@ def pricing_nightly() -> None:
         log.warning("the champion is unchanged; details: %s", json.dumps(stop["details"]))
         return stop
 
+    if CLUSTERED:
+        _cluster_nights(validate(), features(), night_stopped)
+        return
     steps: dict[str, Any] = {
         "validate": validate(),
         "features": features(),
@@ -334,6 +345,101 @@ def pricing_nightly() -> None:
     # the one order of the night's steps (data dependencies above follow it too)
     chain(*(steps[name] for name in NIGHT_STEPS))
     [steps[name] for name in GATED_STEPS] >> night_stopped()
+
+
+def _cluster_nights(validated: Any, featured: Any, night_stopped: Callable[[], Any]) -> None:
+    """With PRICING_CLUSTERS: validation and features for the catalogue, then the clusters
+    (`pricing.data.clusters`) and one mapped group per cluster: refit, fidelity, train (each of
+    PRICING_ALGOS), evaluate, gate — each cluster with its own model, champion and ledger
+    (`Settings.for_cluster`). On the Celery workers the groups run side by side; a cluster
+    stopped by its gates keeps its champion while the others go on."""
+
+    @task
+    def clusters() -> list[str]:
+        """The catalogue's clusters tonight; known SKUs keep theirs (pipeline.data.clusters)."""
+        from pipeline.nightly.steps import cluster_catalogue
+
+        made = cluster_catalogue(_settings(), _night())
+        log.info("%d clusters over %d SKUs", len(made.members()), len(made.assignment))
+        return list(made.members())
+
+    def _label(cluster: str) -> None:
+        get_current_context()["cluster"] = cluster  # type: ignore[typeddict-unknown-key]
+
+    @task_group(group_id="cluster")
+    def cluster_night(cluster: str) -> None:
+        @task(map_index_template="{{ cluster }}")
+        def refit(cluster: str) -> dict[str, Any]:
+            """Fit the cluster's market (its SKUs' rows of the training window)."""
+            from pipeline.nightly.steps import refit_simulator
+
+            _label(cluster)
+            return _gated(refit_simulator, cluster)
+
+        @task(map_index_template="{{ cluster }}")
+        def fidelity(cluster: str) -> dict[str, Any]:
+            """The cluster's refit simulator must reproduce its held-out days."""
+            from pipeline.nightly.steps import check_fidelity
+
+            _label(cluster)
+            return _gated(check_fidelity, cluster)
+
+        @task(map_index_template="{{ cluster }}", outlets=[CANDIDATE_MODEL])
+        def train(cluster: str, fitted: dict[str, Any]) -> list[dict[str, Any]]:
+            """Train each algorithm of PRICING_ALGOS for the cluster (once per night and algo)."""
+            from pipeline.nightly.candidates import train_candidate
+            from pipeline.nightly.results import Refitted
+
+            _label(cluster)
+            settings, night = _settings().for_cluster(cluster), _night()
+            lineage = Refitted.from_dict(fitted).lineage()
+            out = []
+            for algo in settings.algos:
+                trained = train_candidate(settings, night, algo, lineage, _training_progress(algo))
+                out.append(trained.to_dict())
+                extra = {"date": night.isoformat(), "cluster": cluster, **trained.to_dict()}
+                get_current_context()["outlet_events"][CANDIDATE_MODEL].extra = extra
+            return out
+
+        @task(map_index_template="{{ cluster }}")
+        def evaluate(cluster: str, trained: list[dict[str, Any]]) -> dict[str, Any]:
+            """The cluster's candidates vs its champion and baselines."""
+            from pipeline.nightly.evaluate import evaluate_candidates
+
+            _label(cluster)
+            versions = [t["version"] for t in trained if t["version"] is not None]
+            settings = _settings().for_cluster(cluster)
+            return evaluate_candidates(settings, _night(), versions).to_dict()
+
+        @task(map_index_template="{{ cluster }}", pool=PROMOTION_POOL, outlets=[CHAMPION_MOVES])
+        def gate(cluster: str, evaluation: dict[str, Any]) -> dict[str, Any]:
+            """The cluster's promotion gate: moves its own `champion` when the evidence holds."""
+            from pipeline.nightly.steps import promotion_gate
+
+            _label(cluster)
+            night = _night()
+            decision = promotion_gate(_settings().for_cluster(cluster), night)
+            log.info("gate for %s, cluster %s: %s", night, cluster, decision.reason)
+            if decision.moved:
+                extra: dict[str, Any] = {
+                    "version": decision.champion,
+                    "date": night.isoformat(),
+                    "cluster": cluster,
+                    "by": "nightly",
+                }
+                get_current_context()["outlet_events"][CHAMPION_MOVES].add(CHAMPION, extra=extra)
+            return json.loads(json.dumps(decision.to_dict(), default=str))
+
+        fitted = refit(cluster)
+        checked = fidelity(cluster)
+        trained = train(cluster, fitted)
+        fitted >> checked >> trained
+        gate(cluster, evaluate(cluster, trained))
+
+    grouped = clusters()
+    validated >> featured >> grouped
+    cluster_night.expand(cluster=grouped)
+    [validated, featured] >> night_stopped()
 
 
 pricing_nightly()
