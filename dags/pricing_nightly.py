@@ -357,7 +357,7 @@ def _cluster_nights(validated: Any, featured: Any, night_stopped: Callable[[], A
     @task
     def clusters() -> list[str]:
         """The catalogue's clusters tonight; known SKUs keep theirs (pipeline.data.clusters)."""
-        from pipeline.nightly.steps import cluster_catalogue
+        from pipeline.data.clusters import cluster_catalogue
 
         made = cluster_catalogue(_settings(), _night())
         log.info("%d clusters over %d SKUs", len(made.members()), len(made.assignment))

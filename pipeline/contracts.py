@@ -16,6 +16,15 @@ import datetime as dt
 ZONES = ("raw", "quarantine", "features", "reports")
 
 
+REPORTS_PREFIX = "reports/"
+
+
+def cluster_reports_prefix(cluster: str) -> str:
+    """Where one cluster's night keeps what others keep under ``reports/`` (its own reports,
+    fitted world and ledger): ``reports/cluster=<cluster>/``."""
+    return f"{REPORTS_PREFIX}cluster={cluster}/"
+
+
 def report_path(kind: str, date: dt.date, name: str) -> str:
     """``reports/<kind>/date=D/<name>``: what a step wrote about night ``D``."""
     return f"reports/{kind}/date={date.isoformat()}/{name}"

@@ -203,9 +203,7 @@ def generate_history(
                     "customer_id": tx["customer_id"],
                 }
             ).reset_index(drop=True)
-            # Yielded from a box, with the frame's own references dropped: a suspended
-            # generator must not keep its last day alive (a large catalogue runs one generator
-            # per block of SKUs, all suspended at once).
+            # Yielded from a box, its own references dropped: a suspended generator holds no day.
             box = [DayLogs(date=day, decisions=dec, transactions=trans)]
             del dec, tx, trans, rows
             day_rows = []

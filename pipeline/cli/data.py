@@ -92,9 +92,8 @@ def clusters(
     clusters/date=D/clusters.json to the lake (PRICING_SKUS_PER_CLUSTER, PRICING_CLUSTER_DAYS)."""
     from rich.table import Table
 
-    from pipeline.data.clusters import clusters_path
+    from pipeline.data.clusters import cluster_catalogue, clusters_path
     from pipeline.data.lake import open_lake
-    from pipeline.nightly.steps import cluster_catalogue
     from pipeline.settings import Settings
 
     night = parse_date(date, "--date")

@@ -34,8 +34,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.data.lake import Lake, LakeError
+from pipeline.data.catalogue import read_catalogue
+from pipeline.data.lake import Lake, LakeError, open_lake
+from pipeline.settings import Settings
 from sim.catalogue import Catalogue
+from sim.world import load_world
 
 CLUSTERS_PREFIX = "clusters/"
 CLUSTERS_NAME = "clusters.json"
@@ -289,3 +292,30 @@ def write_clusters(lake: Lake, clusters: Clusters) -> str:
     path = clusters_path(clusters.date)
     lake.write_bytes(path, clusters.to_json().encode())
     return lake.uri(path)
+
+
+def cluster_catalogue(settings: Settings, date: dt.date, recluster: bool = False) -> Clusters:
+    """The night's clustering step: group the catalogue in force on ``date`` (the world file's
+    with ``PRICING_WORLD_FILE``), measured on the features of the last ``cluster_days`` days,
+    and write the snapshot; known SKUs keep the clusters of the latest earlier snapshot unless
+    ``recluster``."""
+    lake = open_lake(settings)
+    if settings.world_file is not None:
+        catalogue = Catalogue.of_world(load_world(settings.world_file))
+    else:
+        snapshot = read_catalogue(lake, date)
+        catalogue = snapshot[0] if snapshot else Catalogue.of_world(load_world(None))
+    days = [date - dt.timedelta(days=i) for i in range(settings.cluster_days)]
+    frames = [
+        frame
+        for d in days
+        if lake.has_partition("features", "features", d)
+        for frame in lake.iter_partition(
+            "features", "features", d, columns=["sku", "views", "units"]
+        )
+    ]
+    features = pd.concat(frames, ignore_index=True) if frames else None
+    previous = None if recluster else read_clusters(lake, date - dt.timedelta(days=1))
+    clusters = assign_clusters(catalogue, features, date, settings.skus_per_cluster, previous)
+    write_clusters(lake, clusters)
+    return clusters

@@ -27,7 +27,7 @@ from urllib.parse import unquote, urlparse
 
 import pandas as pd
 
-from pipeline.contracts import ZONES
+from pipeline.contracts import REPORTS_PREFIX, ZONES, cluster_reports_prefix
 from pipeline.data.stores import (
     LakeError,
     LakeUnavailable,
@@ -99,18 +99,18 @@ class Lake:
         if not cluster or "/" in cluster or cluster in (".", ".."):
             raise LakeError(f"cluster must be a plain name such as 'tee-basic-0' (got {cluster!r})")
         return Lake(
-            self.store, f"reports/cluster={cluster}/", None if skus is None else frozenset(skus)
+            self.store, cluster_reports_prefix(cluster), None if skus is None else frozenset(skus)
         )
 
     def _obj(self, relpath: str) -> str:
         """Where a plain object's path lives in this view (reports/ moves for a cluster)."""
-        if self.reports_root and relpath.startswith("reports/"):
-            return self.reports_root + relpath.removeprefix("reports/")
+        if self.reports_root and relpath.startswith(REPORTS_PREFIX):
+            return self.reports_root + relpath.removeprefix(REPORTS_PREFIX)
         return relpath
 
     def _unobj(self, key: str) -> str:
         if self.reports_root and key.startswith(self.reports_root):
-            return "reports/" + key.removeprefix(self.reports_root)
+            return REPORTS_PREFIX + key.removeprefix(self.reports_root)
         return key
 
     @classmethod

@@ -13,13 +13,13 @@ from functools import partial
 from typing import Any
 
 from pipeline.contracts import CATALOGUE_STEPS, CLUSTER_STEPS, NIGHT_STEPS
+from pipeline.data.clusters import cluster_catalogue
 from pipeline.nightly.candidates import train_candidate
 from pipeline.nightly.evaluate import evaluate_candidates
 from pipeline.nightly.results import NightStopped, Refitted, StepResult, Stopped, Trained
 from pipeline.nightly.steps import (
     TrainProgress,
     check_fidelity,
-    cluster_catalogue,
     extract_features,
     promotion_gate,
     refit_simulator,
@@ -160,22 +160,26 @@ def run_clustered_night(
     say: Say | None = None,
     train_progress: Callable[[str], TrainProgress] | None = None,
     now: dt.datetime | None = None,
+    on_step: Callable[[str, float, StepResult | None], None] | None = None,
 ) -> ClusteredNight:
     """The catalogue's steps (validation, features), the clusters (`pipeline.data.clusters`),
     then each cluster's night in turn (`CLUSTER_STEPS`, with `Settings.for_cluster`: its own
     model, champion and ledger). A cluster whose night stops keeps its champion; the others go
     on. (The Airflow DAG maps the same cluster nights over its workers.)"""
     tell: Say = say or log.info
-    catalogue = run_night(settings, date, say, now=now, steps=CATALOGUE_STEPS)
+    catalogue = run_night(settings, date, say, now=now, on_step=on_step, steps=CATALOGUE_STEPS)
     night = ClusteredNight(date=date.isoformat(), catalogue=catalogue)
     if catalogue.status != "completed":
         return night
+    started = time.perf_counter()
     clusters = cluster_catalogue(settings, date)
+    if on_step is not None:
+        on_step("clusters", time.perf_counter() - started, None)
     members = clusters.members()
     tell(f"{len(members)} clusters: {', '.join(members)}")
     for cid in members:
         tell(f"cluster {cid} ({len(members[cid])} SKUs) …")
         night.clusters[cid] = run_night(
-            settings.for_cluster(cid), date, say, train_progress, now, steps=CLUSTER_STEPS
+            settings.for_cluster(cid), date, say, train_progress, now, on_step, CLUSTER_STEPS
         )
     return night

@@ -30,7 +30,7 @@ from pipeline.contracts import (
     validation_report_path,
 )
 from pipeline.data.catalogue import read_catalogue
-from pipeline.data.clusters import Clusters, assign_clusters, read_clusters, write_clusters
+from pipeline.data.clusters import read_clusters
 from pipeline.data.features import (
     decision_partials,
     features_from_partials,
@@ -55,7 +55,7 @@ from pipeline.nightly.results import (
 from pipeline.release.gate import GateEvidence, GateThresholds, promotion_decision
 from pipeline.release.registry import PromotionConflict, Registry
 from pipeline.settings import Settings
-from sim.catalogue import Catalogue, apply_catalogue
+from sim.catalogue import apply_catalogue
 from sim.fit import (
     FidelityReport,
     FitError,
@@ -306,32 +306,6 @@ def extract_features(settings: Settings, date: dt.date, now: dt.datetime | None 
         )
     uri = lake.write_partition("features", "features", date, features)
     return Featured(features_uri=uri, rows=len(features))
-
-
-def cluster_catalogue(settings: Settings, date: dt.date, recluster: bool = False) -> Clusters:
-    """Group the catalogue in force on ``date`` into clusters (`pipeline.data.clusters`),
-    measured on the features of the last ``cluster_days`` days, and write the snapshot; known
-    SKUs keep the clusters of the latest earlier snapshot unless ``recluster``."""
-    lake = open_lake(settings)
-    if settings.world_file is not None:
-        catalogue = Catalogue.of_world(load_world(settings.world_file))
-    else:
-        snapshot = read_catalogue(lake, date)
-        catalogue = snapshot[0] if snapshot else Catalogue.of_world(load_world(None))
-    days = [date - dt.timedelta(days=i) for i in range(settings.cluster_days)]
-    frames = [
-        frame
-        for d in days
-        if lake.has_partition("features", "features", d)
-        for frame in lake.iter_partition(
-            "features", "features", d, columns=["sku", "views", "units"]
-        )
-    ]
-    features = pd.concat(frames, ignore_index=True) if frames else None
-    previous = None if recluster else read_clusters(lake, date - dt.timedelta(days=1))
-    clusters = assign_clusters(catalogue, features, date, settings.skus_per_cluster, previous)
-    write_clusters(lake, clusters)
-    return clusters
 
 
 # ---------------------------------------------------------------------------------------------
