@@ -65,6 +65,8 @@ MONITOR_WATERMARK = f"{MONITOR_PREFIX}/watermark.json"  # end of the last publis
 
 CATALOGUE_PREFIX = "catalogue/"
 CATALOGUE_NAME = "catalogue.json"
+CLUSTERS_PREFIX = "clusters/"  # clusters/date=D/clusters.json: the night's clusters of SKUs
+CLUSTERS_NAME = "clusters.json"
 
 
 def catalogue_path(date: dt.date) -> str:

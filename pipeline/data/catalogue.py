@@ -21,16 +21,7 @@ from sim.world import Horizon, Pricing
 
 def catalogue_dates(lake: Lake) -> list[dt.date]:
     """The dates that have a snapshot, sorted."""
-    dates = []
-    for key in lake.list(CATALOGUE_PREFIX):
-        folder, _, name = key.removeprefix(CATALOGUE_PREFIX).partition("/")
-        if name != CATALOGUE_NAME:
-            continue
-        try:
-            dates.append(dt.date.fromisoformat(folder.removeprefix("date=")))
-        except ValueError:
-            continue
-    return sorted(dates)
+    return lake.snapshot_dates(CATALOGUE_PREFIX, CATALOGUE_NAME)
 
 
 def read_catalogue(lake: Lake, date: dt.date) -> tuple[Catalogue, str] | None:

@@ -34,14 +34,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.contracts import CLUSTERS_NAME, CLUSTERS_PREFIX
 from pipeline.data.catalogue import read_catalogue
 from pipeline.data.lake import Lake, LakeError, open_lake
 from pipeline.settings import Settings
 from sim.catalogue import Catalogue
 from sim.world import load_world
 
-CLUSTERS_PREFIX = "clusters/"
-CLUSTERS_NAME = "clusters.json"
 FEATURES = ("log_price", "log_demand")
 KMEANS_ITERATIONS = 50
 
@@ -265,16 +264,7 @@ def _extend(raw: pd.DataFrame, date: dt.date, previous: Clusters) -> Clusters:
 
 def read_clusters(lake: Lake, date: dt.date) -> Clusters | None:
     """The latest snapshot dated ``date`` or earlier, or None."""
-    dates = []
-    for key in lake.list(CLUSTERS_PREFIX):
-        folder, _, name = key.removeprefix(CLUSTERS_PREFIX).partition("/")
-        if name != CLUSTERS_NAME:
-            continue
-        try:
-            dates.append(dt.date.fromisoformat(folder.removeprefix("date=")))
-        except ValueError:
-            continue
-    usable = sorted(d for d in dates if d <= date)
+    usable = [d for d in lake.snapshot_dates(CLUSTERS_PREFIX, CLUSTERS_NAME) if d <= date]
     if not usable:
         return None
     path = clusters_path(usable[-1])

@@ -80,16 +80,20 @@ def _utc(ts: pd.Series) -> pd.Series:
     return pd.to_datetime(ts, utc=True)
 
 
-def _decision_features(decisions: pd.DataFrame) -> pd.DataFrame:
-    hour = _utc(decisions["ts"]).dt.floor("h")
+def _decision_rows(decisions: pd.DataFrame) -> pd.DataFrame:
+    """One row per decision with what the features aggregate (day, SKU, hour, funnel flags,
+    prices, stock, units sold)."""
+    ts = _utc(decisions["ts"])
+    hour = ts.dt.floor("h")
     outcome = decisions["outcome"].to_numpy()
     price = decisions["price_shown"].to_numpy(dtype=float)
     purchase = outcome == PURCHASE
-    d = pd.DataFrame(
+    return pd.DataFrame(
         {
             "day": hour.dt.floor("D"),
             "sku": decisions["sku"].to_numpy(),
             "hour": hour,
+            "ts": ts,
             "cart": np.isin(outcome, CARTED),
             "purchase": purchase,
             "abandon": outcome == ABANDON,
@@ -100,6 +104,10 @@ def _decision_features(decisions: pd.DataFrame) -> pd.DataFrame:
             "sold": np.where(purchase, decisions["quantity"].to_numpy(dtype=float), 0.0),
         }
     )
+
+
+def _decision_features(decisions: pd.DataFrame) -> pd.DataFrame:
+    d = _decision_rows(decisions)
     daily = d.groupby(_KEYS, sort=True).agg(
         views=("price", "size"),
         carts=("cart", "sum"),
@@ -172,27 +180,7 @@ _HOUR_SUMS = ("views", "carts", "dec_purchases", "abandons", "price_sum", "rel_s
 def decision_partials(decisions: pd.DataFrame) -> pd.DataFrame:
     """One part of a decision log reduced to per-(day, SKU, hour) partial sums, plus the price
     and stock of each hour's earliest row (``ts_first``, ``price``, ``inventory``)."""
-    ts = _utc(decisions["ts"])
-    hour = ts.dt.floor("h")
-    outcome = decisions["outcome"].to_numpy()
-    price = decisions["price_shown"].to_numpy(dtype=float)
-    purchase = outcome == PURCHASE
-    d = pd.DataFrame(
-        {
-            "day": hour.dt.floor("D"),
-            "sku": decisions["sku"].to_numpy(),
-            "hour": hour,
-            "ts": ts,
-            "cart": np.isin(outcome, CARTED),
-            "purchase": purchase,
-            "abandon": outcome == ABANDON,
-            "price": price,
-            "rel": price / decisions["base_price"].to_numpy(dtype=float),
-            "gap": np.log(price / decisions["competitor_price"].to_numpy(dtype=float)),
-            "inventory": decisions["inventory"].to_numpy(dtype=float),
-            "sold": np.where(purchase, decisions["quantity"].to_numpy(dtype=float), 0.0),
-        }
-    )
+    d = _decision_rows(decisions)
     sums = d.groupby(_HOUR_KEYS, sort=False).agg(
         views=("price", "size"),
         carts=("cart", "sum"),

@@ -436,6 +436,20 @@ class Lake:
         """Whether an object is stored at ``relpath``."""
         return self.store.exists(self._obj(_check_relpath(relpath)))
 
+    def snapshot_dates(self, prefix: str, name: str) -> list[dt.date]:
+        """The sorted dates ``D`` that have an object ``<prefix>date=D/<name>`` (dated snapshots
+        such as the catalogue's and the clusters')."""
+        dates = []
+        for key in self.list(prefix):
+            folder, _, rest = key.removeprefix(prefix).partition("/")
+            if rest != name:
+                continue
+            try:
+                dates.append(dt.date.fromisoformat(folder.removeprefix("date=")))
+            except ValueError:
+                continue  # a foreign folder is not a snapshot
+        return sorted(dates)
+
     def list(self, prefix: str = "") -> list[str]:
         """The sorted paths, relative to the root, of every object under ``prefix``."""
         keys = self.store.list(self._obj(_check_relpath(prefix, allow_empty=True)))
