@@ -12,7 +12,8 @@ pricing service's batches and a batch write never erase each other's commit); re
 listed parts and nothing else. A part a crashed writer left behind is not listed, so no reader
 sees it, and the writer's retry writes the same name again (`write_partition` names its part
 after its content, `add_part` takes the writer's batch name). Re-writing a date replaces the
-partition in one step, so nights can be re-run.
+partition in one step, so nights can be re-run. (A reader that listed the manifest just before
+such a rewrite may find a replaced part gone: it gets a `LakeError` naming it, and reads again.)
 """
 
 from __future__ import annotations
