@@ -79,6 +79,7 @@ def test_a_stopped_cluster_keeps_its_champion_while_the_others_promote(
     }
     [(cid, result)] = stopped.items()
     assert result["stopped_at"] == "fidelity"
+    assert f"reports/cluster={cid}/sim/date={LAST}/fidelity.json" in result["reason"]
     registry = Registry(settings.for_cluster(cid), lake.for_cluster(cid))
     assert registry.champion_version() is None  # unchanged: nothing was registered for it
     assert not lake.exists(f"reports/cluster={cid}/promotions/ledger.jsonl")

@@ -390,7 +390,7 @@ def check_fidelity(settings: Settings, date: dt.date) -> Faithful:
         raise NightStopped(
             "fidelity",
             f"the refit simulator does not reproduce the held-out days: {rep.message} "
-            "The champion stays; inspect reports/sim/date=…/fidelity.json.",
+            f"The champion stays; inspect {lake.uri(fidelity_report_path(date))}.",
             payload,
         )
     return Faithful(
