@@ -153,13 +153,13 @@ def _kmeans(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     centres = x[order[((np.arange(k) + 0.5) * n / k).astype(int)]].copy()
     rng = np.random.default_rng(seed)
     labels = np.zeros(n, dtype=int)
-    for _ in range(KMEANS_ITERATIONS):
+    for iteration in range(KMEANS_ITERATIONS):
         dist = ((x[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
         new = dist.argmin(axis=1)
         for j in range(k):  # an emptied cluster restarts at a far point: k stays k
             if not (new == j).any():
                 new[rng.integers(n) if n else 0] = j
-        if (new == labels).all() and _ > 0:
+        if iteration > 0 and (new == labels).all():
             break
         labels = new
         centres = np.stack([x[labels == j].mean(axis=0) for j in range(k)])
