@@ -14,7 +14,6 @@ finds the bad one and writes its report: failures read exactly as they always do
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -27,66 +26,77 @@ from pipeline.data.validation import ValidationResult, run_gx
 MAX_ROWS = 1_000_000  # rows validated in one run, at the most
 
 
-def _chunks(frames: Mapping[dt.date, pd.DataFrame]) -> Iterator[list[dt.date]]:
-    chunk: list[dt.date] = []
-    rows = 0
-    for day, frame in frames.items():
-        if chunk and rows + len(frame) > MAX_ROWS:
-            yield chunk
-            chunk, rows = [], 0
-        chunk.append(day)
-        rows += len(frame)
-    if chunk:
-        yield chunk
-
-
-def _uniform(frames: Mapping[dt.date, pd.DataFrame], feed: str) -> dict[dt.date, pd.DataFrame]:
-    """The non-empty partitions with exactly the contract's columns and the first one's dtypes:
-    concatenating them changes no value and hides no schema drift."""
-    names = list(CONTRACTS[feed].names)
-    usable = {d: f for d, f in frames.items() if len(f) and list(f.columns) == names}
-    if not usable:
-        return {}
-    dtypes = next(iter(usable.values())).dtypes
-    return {d: f for d, f in usable.items() if f.dtypes.equals(dtypes)}
-
-
 def validate_together(
     lake: Lake, feed: str, days: list[dt.date], now: dt.datetime, n_actions: int
 ) -> list[ValidationResult]:
     """Validate the raw ``feed`` partitions of ``days`` in as few GX runs as possible; returns
-    a passing result for each day that passed. The other days are for `validate_partition`."""
-    frames: dict[dt.date, pd.DataFrame] = {}
+    a passing result for each day that passed. The other days are for `validate_partition`.
+
+    The days are read one after another into chunks of at most `MAX_ROWS` rows, each chunk
+    validated and let go before the next is read: memory holds one chunk, not the window. Only
+    partitions with exactly the contract's columns and the first one's dtypes join a chunk
+    (concatenating them changes no value and hides no schema drift)."""
+    now = utc_datetime(now)
+    names = list(CONTRACTS[feed].names)
+    dtypes: pd.Series | None = None
+    passed: list[ValidationResult] = []
+    chunk: list[tuple[dt.date, pd.DataFrame]] = []
+    rows = 0
     for day in days:
         try:
-            frames[day] = lake.read_partition("raw", feed, day)
+            frame = lake.read_partition("raw", feed, day)
         # bandit: an unreadable partition is validated alone, and its report says why
         except Exception:  # nosec B112
             continue
-    now = utc_datetime(now)
-    passed: list[ValidationResult] = []
-    for chunk in _chunks(_uniform(frames, feed)):
-        if len(chunk) < 2:
+        if not len(frame) or list(frame.columns) != names:
             continue
-        parts = [frames[d] for d in chunk]
-        window = pd.concat(parts, ignore_index=True)
-        day_of_row = pd.Series(
-            np.repeat(np.array(chunk, dtype="datetime64[D]"), [len(f) for f in parts])
+        if dtypes is None:
+            dtypes = frame.dtypes
+        elif not frame.dtypes.equals(dtypes):
+            continue
+        if chunk and rows + len(frame) > MAX_ROWS:
+            passed += _validate_chunk(feed, chunk, now, n_actions)
+            chunk, rows = [], 0
+        chunk.append((day, frame))
+        rows += len(frame)
+        del frame
+    passed += _validate_chunk(feed, chunk, now, n_actions)
+    return passed
+
+
+def _validate_chunk(
+    feed: str, chunk: list[tuple[dt.date, pd.DataFrame]], now: dt.datetime, n_actions: int
+) -> list[ValidationResult]:
+    """One GX run over the chunk's partitions: a pass for each, or nothing (they are then
+    validated alone). A chunk of one partition is left to `validate_partition` directly."""
+    if len(chunk) < 2:
+        return []
+    days = [d for d, _ in chunk]
+    parts = [f for _, f in chunk]
+    window = pd.concat(parts, ignore_index=True)
+    day_of_row = pd.Series(
+        np.repeat(np.array(days, dtype="datetime64[D]"), [len(f) for f in parts])
+    )
+    with quiet_gx():
+        suite = build_suite(feed, None, now, n_actions)
+        result, _ = run_gx(
+            feed, frame_for_gx(feed, window, day_of_row), suite, days[-1], now, False
         )
-        with quiet_gx():
-            suite = build_suite(feed, None, now, n_actions)
-            result, _ = run_gx(
-                feed, frame_for_gx(feed, window, day_of_row), suite, chunk[-1], now, False
-            )
-        if not result.success:
-            continue
-        stats = dict(result.statistics)
-        for day, frame in zip(chunk, parts, strict=True):
-            statistics = {
+    if not result.success:
+        return []
+    stats = dict(result.statistics)
+    return [
+        ValidationResult(
+            feed,
+            day,
+            True,
+            [],
+            {
                 **stats,
                 "rows": len(frame),
                 "columns": len(frame.columns),
                 "validated_with": f"{len(chunk)} partitions, {len(window)} rows, in one run",
-            }
-            passed.append(ValidationResult(feed, day, True, [], statistics))
-    return passed
+            },
+        )
+        for day, frame in chunk
+    ]
