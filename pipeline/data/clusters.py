@@ -156,9 +156,9 @@ def _kmeans(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     for iteration in range(KMEANS_ITERATIONS):
         dist = ((x[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
         new = dist.argmin(axis=1)
-        for j in range(k):  # an emptied cluster restarts at a far point: k stays k
+        for j in range(k):  # an emptied cluster restarts at a random point: k stays k
             if not (new == j).any():
-                new[rng.integers(n) if n else 0] = j
+                new[rng.integers(n)] = j
         if iteration > 0 and (new == labels).all():
             break
         labels = new

@@ -77,6 +77,12 @@ def _check_relpath(relpath: str, allow_empty: bool = False) -> str:
     return relpath
 
 
+def _parquet(df: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
 def _is_part(key: str) -> bool:
     name = key.rsplit("/", 1)[-1]
     return name.startswith("part-") and name.endswith(".parquet")
@@ -246,10 +252,7 @@ class Lake:
     def put_part(self, zone: str, feed: str, date: dt.date, df: pd.DataFrame) -> str:
         """Write a part, not yet listed (no reader sees it before `commit_parts`); return its
         name, which is derived from its content (a retried write puts the same object)."""
-        buf = io.BytesIO()
-        df.to_parquet(buf, index=False)
-        data = buf.getvalue()
-        del buf
+        data = _parquet(df)
         name = f"part-{hashlib.sha256(data).hexdigest()[:16]}.parquet"
         self.store.put(self._folder(zone, feed, date) + name, data)
         return name
@@ -271,10 +274,8 @@ class Lake:
         that part only, so a retried write does not double its rows."""
         if not _is_part(name) or "/" in name:
             raise LakeError(f"part name {name!r} must look like part-<writer>.parquet")
-        buf = io.BytesIO()
-        df.to_parquet(buf, index=False)
         key = self._folder(zone, feed, date) + name
-        self.store.put(key, buf.getvalue())
+        self.store.put(key, _parquet(df))
         self._commit(self._manifest(zone, feed, date), lambda old: [*old, name])
         return self.store.uri(key)
 
@@ -358,17 +359,7 @@ class Lake:
 
     def list_dates(self, zone: str, feed: str) -> list[dt.date]:
         """The sorted dates that have a committed partition (a manifest) in ``zone/feed``."""
-        base = self._feed_prefix(zone, feed)
-        dates = set()
-        for key in self.store.list(base + "date="):
-            folder, _, name = key[len(base) :].partition("/")
-            if name != MANIFEST:
-                continue
-            try:
-                dates.add(dt.date.fromisoformat(folder.removeprefix("date=")))
-            except ValueError:
-                continue  # a foreign folder such as date=latest is not a partition
-        return sorted(dates)
+        return self.snapshot_dates(self._feed_prefix(zone, feed), MANIFEST)
 
     def move_partition(
         self,
@@ -441,14 +432,14 @@ class Lake:
         """The sorted dates ``D`` that have an object ``<prefix>date=D/<name>`` (dated snapshots
         such as the catalogue's and the clusters')."""
         dates = []
-        for key in self.list(prefix):
+        for key in self.list(prefix + "date="):
             folder, _, rest = key.removeprefix(prefix).partition("/")
             if rest != name:
                 continue
             try:
                 dates.append(dt.date.fromisoformat(folder.removeprefix("date=")))
             except ValueError:
-                continue  # a foreign folder is not a snapshot
+                continue  # a foreign folder such as date=latest is not a snapshot
         return sorted(dates)
 
     def list(self, prefix: str = "") -> list[str]:
@@ -457,11 +448,12 @@ class Lake:
         return sorted(self._unobj(k) for k in keys)
 
 
-def open_lake(settings: Settings, skus: Iterable[str] | None = None) -> Lake:
+def open_lake(settings: Settings) -> Lake:
     """The lake the settings name (``PRICING_LAKE_URI``, ``PRICING_S3_ENDPOINT_URL``): the one
     place the pipeline opens it. For a cluster's night (``settings.cluster``), that cluster's
-    view (`Lake.for_cluster`), reading only ``skus``' rows when given."""
+    view (`Lake.for_cluster`: its own reports; `pipeline.nightly.steps.night_lake` narrows it
+    to the cluster's SKUs)."""
     lake = Lake.from_uri(
         settings.lake, settings.s3_endpoint_url, settings.s3_max_attempts, settings.s3_timeout_s
     )
-    return lake if settings.cluster is None else lake.for_cluster(settings.cluster, skus)
+    return lake if settings.cluster is None else lake.for_cluster(settings.cluster)

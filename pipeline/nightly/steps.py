@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline.contracts import (
+    CLUSTERS_PREFIX,
     evaluation_report_path,
     fidelity_report_path,
     fit_report_path,
@@ -80,18 +81,18 @@ def night_lake(settings: Settings, date: dt.date) -> Lake:
     """The lake a night's step reads and writes: the whole lake, or for a cluster's night
     (``settings.cluster``) that cluster's view: its own reports and the rows of its SKUs in the
     clusters snapshot in force on ``date`` (`pipeline.data.clusters`)."""
+    lake = open_lake(settings)
     if settings.cluster is None:
-        return open_lake(settings)
-    whole = open_lake(settings.model_copy(update={"cluster": None}))
-    clusters = read_clusters(whole, date)
+        return lake
+    clusters = read_clusters(lake, date)  # the snapshots are shared: the view reads them
     members = clusters.members().get(settings.cluster) if clusters is not None else None
     if not members:
         raise NightStopped(
             "refit",
             f"cluster {settings.cluster} has no SKU in the clusters in force on {date} "
-            f"({whole.uri('clusters/')}); run `pricing clusters --date {date}` first",
+            f"({lake.uri(CLUSTERS_PREFIX)}); run `pricing clusters --date {date}` first",
         )
-    return whole.for_cluster(settings.cluster, members)
+    return lake.for_cluster(settings.cluster, members)
 
 
 def base_world(settings: Settings, lake: Lake, date: dt.date) -> tuple[World, str]:
