@@ -63,6 +63,10 @@ REPLAY_SHELF_PATH = "reports/replay/shelf.json"  # the world's state a replay le
 MONITOR_PREFIX = "reports/monitor"
 MONITOR_WATERMARK = f"{MONITOR_PREFIX}/watermark.json"  # end of the last published window
 
+MAX_PRICE_FACTOR = 20.0
+"""A price more than this many times its reference (or its SKU's median that day) is a data error:
+the lake's validation stops the day on it; `pricing ingest` rejects the line with its reason."""
+
 CATALOGUE_PREFIX = "catalogue/"
 CATALOGUE_NAME = "catalogue.json"
 CLUSTERS_PREFIX = "clusters/"  # clusters/date=D/clusters.json: the night's clusters of SKUs

@@ -23,6 +23,7 @@ from pipeline.settings import Settings
 from serving import metrics
 from serving.config import ServeSettings
 from serving.decide import Batch, Decision, Knobs, UnknownSku
+from serving.lanes import price_routed
 from serving.schemas import (
     AbSettings,
     Arm,
@@ -110,7 +111,7 @@ def _answer(
     ts = _now(when)
     arm = svc.pricer.arm(customer_id)
     try:
-        period, decisions = svc.pricer.price(arm, ts, batch)
+        period, decisions, lives = price_routed(svc.pricer, svc.lanes, arm, ts, batch)
     except UnknownSku as err:
         raise HTTPException(
             404,
@@ -118,13 +119,13 @@ def _answer(
             "catalogue the service reads (the lake's catalogue/date=D/catalogue.json)",
         ) from None
     first, ids = svc.decisions.event_ids(len(batch))
-    live = svc.pricer.live
-    k = [live.index[s] for s in batch.sku]
+    k = [live.index[s] for live, s in zip(lives, batch.sku, strict=True)]
     prices = [d.price for d in decisions]
-    costs = [live.unit_cost[j] for j in k]
+    costs = [live.unit_cost[j] for live, j in zip(lives, k, strict=True)]
     given = batch.competitor_price.tolist()  # NaN where the request gave none: the reference
     competitor = [
-        live.competitor_ref[j] if math.isnan(c) else c for c, j in zip(given, k, strict=True)
+        live.competitor_ref[j] if math.isnan(c) else c
+        for c, live, j in zip(given, lives, k, strict=True)
     ]
     columns = {
         "event_id": ids,
@@ -132,7 +133,7 @@ def _answer(
         "sku": batch.sku,
         "segment": segment,
         "customer_id": customer_id,
-        "base_price": [live.ref_price[j] for j in k],
+        "base_price": [live.ref_price[j] for live, j in zip(lives, k, strict=True)],
         "price_shown": prices,
         "competitor_price": competitor,
         "inventory": batch.inventory.tolist(),
@@ -186,7 +187,7 @@ def _price_answer(d: Decision, price: float, arm: Arm, event_id: str, until: str
 
 
 def _price_columns(decisions: list[Decision], ids: list[str]) -> dict[str, list[Any]]:
-    return {
+    columns: dict[str, list[Any]] = {
         "sku": [d.sku for d in decisions],
         "price": _rounded(decisions),
         "action": [d.action for d in decisions],
@@ -195,6 +196,11 @@ def _price_columns(decisions: list[Decision], ids: list[str]) -> dict[str, list[
         "clipped": [d.clipped for d in decisions],
         "event_id": ids,
     }
+    versions = [d.version for d in decisions]
+    if versions.count(versions[0]) != len(versions):  # priced by several clusters' lanes
+        columns["policy"] = [d.policy for d in decisions]
+        columns["model_version"] = versions
+    return columns
 
 
 def _admin(app: FastAPI) -> Any:
@@ -298,6 +304,14 @@ def _status_routes(app: FastAPI) -> None:
             "season_start": svc.pricer.live.anchor.isoformat(),
             "decision_period_hours": svc.pricer.live.clock.step_hours,
         }
+        if svc.lanes is not None:
+            lanes = svc.lanes
+            body["clusters"] = {
+                "snapshot": lanes.snapshot.isoformat() if lanes.snapshot else None,
+                "clusters": len(lanes.lanes),
+                "serving": lanes.serving(),
+                "lanes": {c: lane.reason for c, lane in sorted(lanes.lanes.items())},
+            }
         return JSONResponse(body, headers={"X-Pricing-Policy": svc.policy})
 
     @app.get("/metrics")

@@ -54,6 +54,11 @@ class ServeSettings(BaseSettings):
     )
     # models and catalogue
     poll_seconds: float = Field(30.0, gt=0.0, description="how often the champion alias is read")
+    clusters: bool = Field(
+        False,
+        description="price each SKU by its cluster's champion (the lake's latest clusters "
+        "snapshot; nights run with PRICING_CLUSTERS); SKUs without one get the service's own",
+    )
     # the decision log
     outcome_window_seconds: float = Field(
         1800.0, gt=0.0, description="outcomes reported later are refused; default outcome: view"

@@ -134,8 +134,11 @@ class Knobs:
 
 
 class Pricer:
-    def __init__(self, serve: ServeSettings, store: Store, live: LiveWorld) -> None:
+    def __init__(
+        self, serve: ServeSettings, store: Store, live: LiveWorld, tag: str | None = None
+    ) -> None:
         self.serve = serve
+        self.tag = tag  # a cluster's lane (serving.lanes): its champion's versions read <n>@<tag>
         self.store = store
         self.live = live
         self.champion: Champion | None = None
@@ -300,7 +303,9 @@ class Pricer:
             greedy = champion.policy.actions(obs, market.sku)
             eps = self.epsilon_now() * explore
             policy: PolicyName = "champion"
-            version: str | None = champion.version
+            version: str | None = (
+                champion.version if self.tag is None else f"{champion.version}@{self.tag}"
+            )
         else:
             base = RulePolicy(p, margin_floor=self.serve.margin_floor).probs(market, obs)
             greedy = base.argmax(axis=1)

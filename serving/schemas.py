@@ -130,9 +130,18 @@ class PriceColumns(BaseModel):
     explored: list[bool]
     clipped: list[bool]
     event_id: list[str]
+    policy: list[PolicyName] | None = Field(
+        None, description="per SKU, when the batch's SKUs were priced by different lanes"
+    )
+    model_version: list[str | None] | None = Field(
+        None, description="per SKU, when the batch's SKUs were priced by different lanes"
+    )
 
 
 class PricesAnswer(BaseModel):
+    """``policy`` and ``model_version`` are the first SKU's; with clusters (each SKU priced by
+    its cluster's champion) every item says its own, and columns carry them when they differ."""
+
     arm: Arm
     policy: PolicyName
     model_version: str | None

@@ -21,6 +21,7 @@ from serving.champion import Champion, ChampionHolder
 from serving.config import ServeSettings
 from serving.decide import Pricer
 from serving.decision_log import DecisionLog
+from serving.lanes import Lanes
 from serving.market import DEFAULT_ANCHOR, LiveWorld
 from serving.store import Store
 from sim.catalogue import apply_catalogue
@@ -40,6 +41,7 @@ class Service:
     holder: ChampionHolder
     pricer: Pricer
     decisions: DecisionLog
+    lanes: Lanes | None = None  # PRICING_SERVE_CLUSTERS: each cluster's champion (serving.lanes)
     catalogue_key: tuple[str, ...] = ()
     reason: str = ""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -152,6 +154,13 @@ async def refresh(svc: Service) -> None:
         live, _ = await asyncio.to_thread(_prepare, svc, svc.pricer.champion)
         svc.pricer.live = live
         svc.pricer.forget_cache()
+    if svc.lanes is not None:
+        regrouped = await asyncio.to_thread(svc.lanes.read_snapshot)
+        changed_lanes = await asyncio.to_thread(
+            svc.lanes.refresh, svc.pricer, key != svc.catalogue_key
+        )
+        if regrouped or changed_lanes:
+            log.info("clusters: %d lanes serve a champion", svc.lanes.serving())
     svc.catalogue_key = key
 
 
@@ -227,6 +236,10 @@ def start_service(settings: Settings, serve: ServeSettings) -> Service:
         metrics.RELOADS.labels("failed").inc(holder.failed_loads)
     elif holder.current is not None:
         metrics.RELOADS.labels("ok").inc()
+    if serve.clusters:
+        svc.lanes = Lanes(settings, serve, lake, store)
+        svc.lanes.read_snapshot()
+        svc.lanes.refresh(svc.pricer)
     apply_knobs(svc)
     decisions.flush(recover=True)  # what a process that died stamped but did not write
     return svc

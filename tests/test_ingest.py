@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,28 @@ def test_line_totals_costs_and_synthesized_ids(tmp_path: Path, lake: Lake) -> No
     lake2 = Lake.from_uri(str(tmp_path / "other-lake"))
     ingest_transactions(src, mapping, lake2)
     assert all_rows(lake2)["transaction_id"].tolist() == ids.tolist()
+
+
+def test_lines_given_away_or_priced_far_off_the_day_are_rejected_not_the_day(
+    tmp_path: Path, lake: Lake
+) -> None:
+    # a real export's odd lines: a free item, a line of a few cents among 3.00 ones; the lake's
+    # validation would stop the whole day on either, so ingest rejects just those lines
+    src = write_csv(
+        tmp_path / "odd.csv",
+        "ts,sku,qty,total",
+        "2025-02-03 09:00,A,1,3.00",
+        "2025-02-03 10:00,A,2,6.00",
+        "2025-02-03 11:00,A,1,0.00",  # given away
+        "2025-02-03 12:00,A,1,0.01",  # 300x under the day's median
+        "2025-02-04 09:00,A,1,0.10",  # alone on its day: its own median, kept
+    )
+    cols = {"ts": "ts", "sku": "sku", "quantity": "qty", "line_total": "total"}
+    report = ingest_transactions(src, {"columns": cols}, lake)
+    assert report.rejected == {"zero_price": 1, "price_outlier": 1}
+    assert all_rows(lake)["unit_price"].tolist() == [3.0, 3.0, 0.1]
+    rejects = pd.read_parquet(io.BytesIO(lake.read_bytes("quarantine/ingest/odd/rejects.parquet")))
+    assert sorted(rejects["reason"]) == ["price_outlier", "zero_price"]
 
 
 def test_parquet_source_with_typed_columns(tmp_path: Path, lake: Lake) -> None:

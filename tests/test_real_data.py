@@ -93,3 +93,43 @@ def test_a_night_on_real_demand_promotes_a_champion(
     assert "PROMOTED" in res.output
     decision = json.loads((real_lake / f"lake/reports/gate/date={LAST}/decision.json").read_text())
     assert decision["promote"] is True and decision["moved"] is True
+
+
+JOURNEY_LAST = dt.date(2017, 12, 31)  # the Complete Journey's last whole day
+
+
+def test_a_grocery_chains_export_of_tens_of_thousands_of_skus_gets_a_champion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The Complete Journey (`pipeline.data.journey`): 120 days of a grocery chain's receipt lines,
+    # ~42,000 SKUs, most selling a few units a month; Christmas in the held-out week
+    source = tmp_path / "journey.csv"
+    res = CliRunner().invoke(app, ["journey-export", "--out", str(source)])
+    assert res.exit_code == 0, res.output
+    lake = Lake.from_uri(str(tmp_path / "lake"))
+    report = ingest_transactions(source, json.loads(source.with_suffix(".json").read_text()), lake)
+    assert len(report.skus) > 40_000 and report.rows_written > 450_000
+    assert report.dates[-1] == JOURNEY_LAST
+    assert len(report.dates) == 119 and dt.date(2017, 12, 25) not in report.dates  # closed
+    assert set(report.rejected) <= {"zero_quantity", "zero_price", "price_outlier"}
+
+    env = {
+        "PRICING_DATA_DIR": str(tmp_path),
+        "PRICING_ALGOS": '["planner"]',
+        "PRICING_POS_MAX_SKUS": "100",  # the 100 best sellers (the planner's cost grows per SKU)
+        "PRICING_POS_HOLIDAYS": "US",
+        "PRICING_EVAL_EPISODES": "60",
+        "PRICING_BOOTSTRAP_SAMPLES": "200",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    res = CliRunner().invoke(app, ["nightly", "--date", JOURNEY_LAST.isoformat()])
+    assert res.exit_code == 0, res.output
+    reports = tmp_path / "lake/reports"
+    fidelity = json.loads((reports / f"sim/date={JOURNEY_LAST}/fidelity.json").read_text())
+    assert fidelity["passed"] and fidelity["deviance_ratio"] <= DEFAULT_GATE
+    fit = json.loads((reports / f"sim/date={JOURNEY_LAST}/fit_report.json").read_text())
+    assert len(fit["elasticities"]["skus"]) == 100
+    assert fit["unpriced"]["skus"] > 20_000  # the rest keep their price, and are reported
+    decision = json.loads((reports / f"gate/date={JOURNEY_LAST}/decision.json").read_text())
+    assert decision["promote"] is True and decision["moved"] is True

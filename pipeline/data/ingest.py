@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
-from pipeline.contracts import ingest_quarantine
+from pipeline.contracts import MAX_PRICE_FACTOR, ingest_quarantine
 from pipeline.data.catalogue import add_to_catalogue
 from pipeline.data.mapping import CANONICAL, REQUIRED, IngestError, Mapping, load_mapping
 from pipeline.data.lake import Lake
@@ -45,6 +45,8 @@ REASONS = (
     "zero_quantity",
     "return",
     "negative_price",
+    "zero_price",
+    "price_outlier",
 )
 RETURN = "return"
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
@@ -308,10 +310,14 @@ def _canonical(frame: pd.DataFrame, m: Mapping) -> tuple[pd.DataFrame, pd.Series
         "zero_quantity": qty == 0,
         RETURN: qty < 0,
         "negative_price": unit_price < 0,
+        # given away (a coupon, a free item): no price a customer chose to pay, and the lake's
+        # validation would stop the whole day on it
+        "zero_price": unit_price == 0,
     }
     reason = pd.Series("", index=frame.index, dtype=object)
     for name in REASONS:
-        reason = reason.mask((reason == "") & checks[name].fillna(False).astype(bool), name)
+        if name in checks:  # (a price outlier is judged among the lines that pass these)
+            reason = reason.mask((reason == "") & checks[name].fillna(False).astype(bool), name)
     out = pd.DataFrame(
         {
             "ts": ts,
@@ -328,6 +334,20 @@ def _canonical(frame: pd.DataFrame, m: Mapping) -> tuple[pd.DataFrame, pd.Series
     if "category" in cols:  # a catalogue fact (pooling thin SKUs), not a column of the feed
         out["category"] = _ids(frame[cols["category"]])
     return out, reason
+
+
+def _price_outliers(canon: pd.DataFrame, reason: pd.Series) -> pd.Series:
+    """``reason`` with "price_outlier" for the lines priced more than `MAX_PRICE_FACTOR` x off
+    their SKU's median that day (a line of a few cents, a cents-for-dollars slip): the lake's
+    validation applies the same rule to a whole day and would stop the night on one line."""
+    rows = canon.loc[reason == ""]
+    if rows.empty:
+        return reason
+    price = rows["unit_price"]
+    median = price.groupby([rows["ts"].dt.date, rows["sku"]]).transform("median")
+    ratio = price / median
+    bad = (ratio > MAX_PRICE_FACTOR) | (ratio < 1 / MAX_PRICE_FACTOR)
+    return reason.mask(bad.reindex(reason.index, fill_value=False), "price_outlier")
 
 
 def _contract(frame: pd.DataFrame) -> pd.DataFrame:
@@ -401,6 +421,7 @@ def ingest_transactions(
     frame = _read_source(source, m)
     _check_columns(frame, m, source)
     canon, reason = _canonical(frame, m)
+    reason = _price_outliers(canon, reason)
     ok = reason == ""
     good = canon.loc[ok].copy()
     if "transaction_id" in good:

@@ -28,14 +28,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.contracts import MAX_PRICE_FACTOR
 from pipeline.data.features import FEATURES
 from pipeline.data.gx import Column, gx, gxe
 from sim.feeds import DECISIONS, OUTCOMES, PURCHASE, TRANSACTIONS, Feed
 from sim.world import default_world
 
 FEEDS: tuple[str, ...] = ("decisions", "transactions", "features")
-MAX_PRICE_FACTOR = 20.0
-"""A price more than this many times its reference (or the SKU's median) is a data error."""
 
 ZONE = {"decisions": "raw", "transactions": "raw", "features": "features"}
 _DERIVED = {"decisions": "price_to_base", "transactions": "price_to_sku_median", "features": None}
