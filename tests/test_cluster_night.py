@@ -106,3 +106,38 @@ def test_a_cluster_view_reads_only_its_skus(clustered: tuple[Settings, dict, Lak
     assert lake.exists("reports/cluster=x-0/a.json") and not lake.exists("reports/a.json")
     assert view.list("reports/") == ["reports/a.json"]
     assert PURCHASE in set(day["outcome"])
+
+
+def test_the_clustered_night_from_the_command_line(
+    clustered: tuple[Settings, dict, Lake], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`pricing nightly --clusters` runs the same night (here again: nothing is registered or
+    moved twice) and prints each cluster's outcome."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    settings, night, lake = clustered
+    env = {
+        "PRICING_DATA_DIR": str(settings.data_dir),
+        "PRICING_WORLD_FILE": str(settings.world_file),
+        "PRICING_MODEL_NAME": settings.model_name,
+        "PRICING_TRAIN_DAYS": str(settings.train_days),
+        "PRICING_HOLDOUT_DAYS": str(settings.holdout_days),
+        "PRICING_ALGOS": '["planner"]',
+        "PRICING_EVAL_EPISODES": str(settings.eval_episodes),
+        "PRICING_BOOTSTRAP_SAMPLES": str(settings.bootstrap_samples),
+        "PRICING_FIDELITY_MAX_CONVERSION_ERROR": str(settings.fidelity_max_conversion_error),
+        "PRICING_FIDELITY_MAX_DEVIANCE_RATIO": str(settings.fidelity_max_deviance_ratio),
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    res = CliRunner().invoke(app, ["nightly", "--date", LAST.isoformat(), "--clusters"])
+    assert res.exit_code == 0, res.output
+    out = " ".join(res.output.split())
+    assert "3 clusters" in out and out.count("stopped at fidelity") == 1
+    assert out.count("kept") == 2  # their champions of the first run, not moved again
+    for cid, result in night["clusters"].items():
+        if result["status"] == "completed":
+            reg = Registry(settings.for_cluster(cid), lake.for_cluster(cid))
+            assert len(reg.client.search_model_versions(f"name='{reg.name}'")) == 1

@@ -7,7 +7,7 @@ import datetime as dt
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -34,8 +34,18 @@ def nightly(
             "in AIRFLOW_HOME, default data_dir/airflow) instead of calling the steps directly",
         ),
     ] = False,
+    clusters: Annotated[
+        bool,
+        typer.Option(
+            "--clusters/--no-clusters",
+            envvar="PRICING_CLUSTERS",
+            help="one night per cluster of SKUs (pricing clusters), each with its own model "
+            "and champion, after the catalogue's validation and features",
+        ),
+    ] = False,
 ) -> None:
-    """Run the whole night for one date. Exit 0: completed (promoted or not); 2: a gate stopped it."""
+    """Run the whole night for one date. Exit 0: completed (promoted or not); 2: a gate stopped it
+    (with --clusters: the catalogue's steps, or every cluster's night)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from pipeline.nightly.run import run_night
@@ -46,7 +56,12 @@ def nightly(
     day = parse_date(date, "--date")
     require_tracking(config)  # before hours of work, not after
     if airflow:
+        if clusters:  # the DAG reads it when it is parsed, as on a scheduler
+            os.environ["PRICING_CLUSTERS"] = "true"
         _through_airflow(config, day)
+        return
+    if clusters:
+        _clustered(config, day)
         return
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -70,6 +85,59 @@ def nightly(
         console.print(f"[bold red]night {date} stopped at {result.stopped_at}:[/] {result.reason}")
         raise typer.Exit(ExitCode.STOPPED)
     _print_night(config, day, f"night {date}: refit simulator")
+
+
+def _clustered(config: Settings, day: dt.date) -> None:
+    from rich.table import Table
+
+    from pipeline.nightly.run import run_clustered_night
+    from pipeline.nightly.steps import night_summary
+
+    night = run_clustered_night(config, day, say=say)
+    catalogue = night.catalogue
+    if catalogue.status == "stopped":
+        console.print(
+            f"[bold red]night {day} stopped at {catalogue.stopped_at}:[/] {catalogue.reason}"
+        )
+        raise typer.Exit(ExitCode.STOPPED)
+    table = Table(title=f"night {day}: {len(night.clusters)} clusters, refit simulators")
+    for col in ("cluster", "night", "champion", "% of optimum", "vs static", "vs rule"):
+        table.add_column(
+            col, justify="left" if col in ("cluster", "night", "champion") else "right"
+        )
+    for cid, result in night.clusters.items():
+        if result.status == "stopped":
+            table.add_row(cid, f"stopped at {result.stopped_at}", "—", "", "", "")
+            continue
+        report, decision = night_summary(config.for_cluster(cid), day)
+        champion = decision.champion_label or "none yet"
+        rows = report.get("policies", {})
+        mine = rows.get(champion, {})
+
+        pct = mine.get("pct_of_optimal")
+        table.add_row(
+            cid,
+            "promoted" if decision.moved else "kept",
+            champion,
+            "—" if pct is None else f"{pct:.1f}",
+            _uplift(mine, rows.get("static", {})),
+            _uplift(mine, rows.get("rule", {})),
+        )
+    console.print(table)
+    for cid, result in night.clusters.items():
+        if result.status == "stopped":  # one line each, however long: logs are read with grep
+            console.print(
+                f"cluster {cid} stopped at {result.stopped_at}: {result.reason}", soft_wrap=True
+            )
+    if all(r.status == "stopped" for r in night.clusters.values()):
+        raise typer.Exit(ExitCode.STOPPED)
+
+
+def _uplift(mine: dict[str, Any], base: dict[str, Any]) -> str:
+    """Profit of ``mine`` over ``base`` (evaluation report rows), as a signed percentage."""
+    if not mine or not base.get("mean_profit"):
+        return "—"
+    return f"{(mine['mean_profit'] - base['mean_profit']) / abs(base['mean_profit']):+.1%}"
 
 
 def _print_night(config: Settings, day: dt.date, title: str) -> None:
