@@ -141,3 +141,30 @@ def test_the_clustered_night_from_the_command_line(
         if result["status"] == "completed":
             reg = Registry(settings.for_cluster(cid), lake.for_cluster(cid))
             assert len(reg.client.search_model_versions(f"name='{reg.name}'")) == 1
+
+
+def test_a_cluster_that_fails_leaves_the_others_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected error in one cluster's night (a bug, an outage) is that cluster's result:
+    the clusters after it still run."""
+    from pipeline.data.clusters import Clusters
+    from pipeline.nightly import run as night_run
+    from pipeline.nightly.run import NightResult
+
+    ran: list[str | None] = []
+
+    def fake_night(settings: Settings, date: dt.date, *args: object, **kw: object) -> NightResult:
+        ran.append(settings.cluster)
+        if settings.cluster == "a-0":
+            raise RuntimeError("boom")
+        return NightResult(date=date.isoformat(), status="completed")
+
+    snapshot = Clusters(LAST, {"x": "a-0", "y": "b-0"}, {"a-0": "a", "b-0": "b"}, {}, [], [], 9)
+    monkeypatch.setattr(night_run, "run_night", fake_night)
+    monkeypatch.setattr(night_run, "cluster_catalogue", lambda *a, **k: snapshot)
+    night = night_run.run_clustered_night(night_settings(tmp_path), LAST)
+    assert ran == [None, "a-0", "b-0"]
+    assert night.clusters["a-0"].stopped_at == "error"
+    assert "RuntimeError: boom" in (night.clusters["a-0"].reason or "")
+    assert night.clusters["b-0"].status == "completed" and night.status == "partial"

@@ -207,6 +207,14 @@ def test_transactions_not_identifiable_is_reported(logs: Logs) -> None:
     json.dumps(fit.report(), allow_nan=False)
 
 
+def test_a_pos_window_without_a_sale_is_a_fit_error(logs: Logs) -> None:
+    # a cluster of SKUs that sold nothing in the window (a real catalogue's long tail)
+    from sim.fit.transactions import fit_transactions_world
+
+    with pytest.raises(FitError, match="sold anything"):
+        fit_transactions_world(logs.world, logs.transactions.head(0), min_units_per_day=0.5)
+
+
 def test_unknown_sku_is_an_error_naming_it(logs: Logs) -> None:
     bad = logs.decisions.head(500).copy()
     bad.loc[bad.index[:3], "sku"] = "mystery-item"

@@ -129,6 +129,8 @@ def _clustered(config: Settings, day: dt.date) -> None:
             console.print(
                 f"cluster {cid} stopped at {result.stopped_at}: {result.reason}", soft_wrap=True
             )
+    if any(r.stopped_at == "error" for r in night.clusters.values()):
+        raise typer.Exit(ExitCode.INTERNAL)  # the others ran; the traceback is in the log
     if all(r.status == "stopped" for r in night.clusters.values()):
         raise typer.Exit(ExitCode.STOPPED)
 

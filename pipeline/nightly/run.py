@@ -179,7 +179,17 @@ def run_clustered_night(
     tell(f"{len(members)} clusters: {', '.join(members)}")
     for cid in members:
         tell(f"cluster {cid} ({len(members[cid])} SKUs) …")
-        night.clusters[cid] = run_night(
-            settings.for_cluster(cid), date, say, train_progress, now, on_step, CLUSTER_STEPS
-        )
+        try:
+            night.clusters[cid] = run_night(
+                settings.for_cluster(cid), date, say, train_progress, now, on_step, CLUSTER_STEPS
+            )
+        except Exception as err:  # a bug or an outage in one cluster: the others still run
+            log.exception("cluster %s failed", cid)
+            night.clusters[cid] = NightResult(
+                date=date.isoformat(),
+                status="stopped",
+                stopped_at="error",
+                reason=f"{err.__class__.__name__}: {err} (its champion is unchanged; the "
+                "traceback is in the log)",
+            )
     return night

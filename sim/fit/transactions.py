@@ -263,6 +263,8 @@ def _priced(
     """The lines of the SKUs the world prices (highest volume first), and what is left out."""
     n_days = max(1, int(tx["ts"].dt.floor("D").nunique()))
     units = tx.groupby(tx["sku"].astype(str))["quantity"].sum().sort_values(ascending=False)
+    if units.empty or units.iloc[0] <= 0:
+        raise FitError("none of these SKUs sold anything in the training window: nothing to fit")
     keep = units[units / n_days >= min_units_per_day]
     if max_skus is not None:
         keep = keep.head(max_skus)
