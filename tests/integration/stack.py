@@ -358,13 +358,16 @@ def _airflow_env(root: Path, user: str, pricing: dict[str, str]) -> tuple[dict[s
 
 
 @contextlib.contextmanager
-def production_stack(root: Path, pricing: dict[str, str]) -> Iterator[Stack]:
+def production_stack(
+    root: Path, pricing: dict[str, str], workers: int = 1, concurrency: int = 2
+) -> Iterator[Stack]:
     """Fresh databases and broker DB, then MLflow and Airflow up and healthy; torn down after.
 
-    ``pricing`` is the ``PRICING_*`` environment of the tasks (lake, world, budgets)."""
+    ``pricing`` is the ``PRICING_*`` environment of the tasks (lake, world, budgets); ``workers``
+    Celery workers run ``concurrency`` tasks each."""
     user = pg_user()
     flush_redis_db()
-    for port in (API_PORT, MLFLOW_PORT, WORKER_LOG_PORT):
+    for port in (API_PORT, MLFLOW_PORT, *(WORKER_LOG_PORT + i for i in range(workers))):
         check_port_free(port)
     recreate_databases(user, AIRFLOW_DB, MLFLOW_DB)
     env, password = _airflow_env(
@@ -381,7 +384,7 @@ def production_stack(root: Path, pricing: dict[str, str]) -> Iterator[Stack]:
     stack = Stack(root=root, pg_user=user, env=env, password=password)
     atexit.register(stack.stop)  # should the test process be interrupted before the teardown
     try:
-        _start(stack)
+        _start(stack, workers, concurrency)
         yield stack
     finally:
         stack.stop()
@@ -391,7 +394,7 @@ def production_stack(root: Path, pricing: dict[str, str]) -> Iterator[Stack]:
         drop_databases(user, AIRFLOW_DB, MLFLOW_DB)
 
 
-def _start(stack: Stack) -> None:
+def _start(stack: Stack, workers: int = 1, concurrency: int = 2) -> None:
     airflow = _bin("airflow")
     artifacts = stack.root / "mlartifacts"
     artifacts.mkdir(exist_ok=True)
@@ -420,7 +423,20 @@ def _start(stack: Stack) -> None:
     stack.start("airflow-api-server", airflow, "api-server", "--port", str(API_PORT))
     stack.start("airflow-scheduler", airflow, "scheduler")
     stack.start("airflow-dag-processor", airflow, "dag-processor")
-    worker = stack.start("airflow-celery-worker", airflow, "celery", "worker", "--concurrency", "2")
+    started = [
+        stack.start(
+            "airflow-celery-worker" + (f"-{i + 1}" if i else ""),
+            airflow,
+            "celery",
+            "worker",
+            "--concurrency",
+            str(concurrency),
+            *(("--celery-hostname", f"worker{i + 1}@%h") if workers > 1 else ()),
+            # each worker serves its task logs on a port of its own
+            env={**stack.env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(WORKER_LOG_PORT + i)},
+        )
+        for i in range(workers)
+    ]
 
     def mlflow_ready() -> bool:
         return http("GET", f"{MLFLOW_URL}/health", timeout=5)[0] == 200
@@ -433,8 +449,8 @@ def _start(stack: Stack) -> None:
         return all((body.get(p) or {}).get("status") == "healthy" for p in parts)
 
     def worker_ready() -> bool:
-        return " ready." in worker.log.read_text(errors="replace")
+        return all(" ready." in w.log.read_text(errors="replace") for w in started)
 
     stack.wait_for("the MLflow server (/health)", mlflow_ready, deadline_s=120)
     stack.wait_for("Airflow (api-server health)", airflow_healthy, deadline_s=180)
-    stack.wait_for("the Celery worker", worker_ready, deadline_s=120)
+    stack.wait_for("the Celery workers", worker_ready, deadline_s=120)

@@ -105,6 +105,7 @@ def trigger_and_wait(
     body: dict[str, Any],
     watch: Callable[[Run], None] | None = None,
     every_s: float = 5.0,
+    deadline_s: float = RUN_DEADLINE_S,
 ) -> Run:
     """Un-pause ``dag_id``, trigger a run through the REST API and poll it to its end, every
     ``every_s`` seconds, showing each poll to ``watch``."""
@@ -114,7 +115,7 @@ def trigger_and_wait(
     run = _api(stack, token, "POST", f"/dags/{dag_id}/dagRuns", body)
     run_id = run["dag_run_id"]
     print(f"\ntriggered {dag_id} run {run_id}")
-    end = time.monotonic() + RUN_DEADLINE_S
+    end = time.monotonic() + deadline_s
     shown: dict[str, Any] = {}
     slow_answers = 0
     while True:
@@ -145,7 +146,7 @@ def trigger_and_wait(
             print(f"{dag_id} run {run_id} ended {run['state']} after {elapsed:.0f} s")
             return result
         if time.monotonic() > end:
-            stack.fail(f"{dag_id} run {run_id} still {run['state']} after {RUN_DEADLINE_S} s")
+            stack.fail(f"{dag_id} run {run_id} still {run['state']} after {deadline_s:.0f} s")
         time.sleep(every_s)
 
 
