@@ -57,19 +57,21 @@ def _night(workers: int, args: argparse.Namespace, pricing: dict[str, str]) -> d
     from tests.integration.test_production_stack import trigger_and_wait
 
     last = START + dt.timedelta(days=args.days - 1)
-    with tempfile.TemporaryDirectory(prefix="bench-celery-") as tmp:
-        with production_stack(Path(tmp), pricing, workers=workers, concurrency=1) as stack:
-            token = stack.token()
-            started = time.monotonic()
-            run = trigger_and_wait(
-                stack,
-                token,
-                "pricing_nightly",
-                {"dag_run_id": f"bench__{workers}w", "logical_date": f"{last}T00:00:00Z"},
-                every_s=10.0,
-                deadline_s=args.deadline_s,
-            )
-            wall = time.monotonic() - started
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-celery-") as tmp,
+        production_stack(Path(tmp), pricing, workers=workers, concurrency=1) as stack,
+    ):
+        token = stack.token()
+        started = time.monotonic()
+        run = trigger_and_wait(
+            stack,
+            token,
+            "pricing_nightly",
+            {"dag_run_id": f"bench__{workers}w", "logical_date": f"{last}T00:00:00Z"},
+            every_s=10.0,
+            deadline_s=args.deadline_s,
+        )
+        wall = time.monotonic() - started
     busy: dict[str, float] = defaultdict(float)
     clusters = set()
     for ti in run.task_instances:
