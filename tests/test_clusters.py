@@ -154,3 +154,26 @@ def test_pricing_clusters_writes_the_snapshot(tmp_path: Path) -> None:
     assert again.exit_code == 0 and "kept 30 SKUs in their clusters" in again.output
     bad = runner.invoke(app, ["clusters", "--date", "yesterday"], env=env)
     assert bad.exit_code != 0 and "--date" in bad.output
+
+
+def test_on_pos_data_only_the_skus_a_night_prices_are_clustered(tmp_path: Path) -> None:
+    """A point-of-sale lake (transactions, no decision log): a SKU selling under
+    PRICING_POS_MIN_UNITS_PER_DAY keeps its price, as in the refit, so it joins no cluster."""
+    from pipeline.data.catalogue import write_catalogue
+    from pipeline.data.clusters import cluster_catalogue
+    from sim.history import generate_history
+
+    settings = Settings(data_dir=tmp_path, cluster_days=3)
+    lake = Lake.from_uri(settings.lake)
+    world = World.model_validate(tiny_world_dict())
+    catalogue = Catalogue.of_world(world)
+    idle = catalogue.skus[0].model_copy(update={"id": "idle"})  # listed, never sold
+    write_catalogue(lake, D1, catalogue.model_copy(update={"skus": (*catalogue.skus, idle)}))
+    for day in generate_history(world, 3, 0, D1):
+        lake.write_partition("raw", "transactions", day.date, day.transactions)
+    last = D1 + dt.timedelta(days=2)
+    made = cluster_catalogue(settings, last)
+    assert set(made.assignment) == {s.id for s in world.skus}
+    assert any("1 SKUs sell under 0.5 units a day over 3 days" in n for n in made.notes)
+    with pytest.raises(ClusterError, match="PRICING_POS_MIN_UNITS_PER_DAY"):
+        cluster_catalogue(settings.model_copy(update={"pos_min_units_per_day": 1e6}), last)

@@ -305,7 +305,44 @@ def cluster_catalogue(settings: Settings, date: dt.date, recluster: bool = False
         )
     ]
     features = pd.concat(frames, ignore_index=True) if frames else None
+    catalogue, thin = _priced_pos(settings, lake, catalogue, days)
     previous = None if recluster else read_clusters(lake, date - dt.timedelta(days=1))
     clusters = assign_clusters(catalogue, features, date, settings.skus_per_cluster, previous)
+    if thin:
+        clusters.notes.append(thin)
     write_clusters(lake, clusters)
     return clusters
+
+
+def _priced_pos(
+    settings: Settings, lake: Lake, catalogue: Catalogue, days: list[dt.date]
+) -> tuple[Catalogue, str | None]:
+    """On point-of-sale data (transactions, no decision log), the catalogue's SKUs a night
+    prices: those selling ``PRICING_POS_MIN_UNITS_PER_DAY`` a day over ``days`` (the refit's own
+    rule; a thinner SKU keeps its price), and what is left out. Other lakes: all of them."""
+    if any(lake.has_partition("raw", "decisions", d) for d in days):
+        return catalogue, None
+    seen = [d for d in days if lake.has_partition("raw", "transactions", d)]
+    if not seen:
+        return catalogue, None
+    units: pd.Series = pd.Series(dtype=float)
+    for d in seen:
+        for part in lake.iter_partition("raw", "transactions", d, columns=["sku", "quantity"]):
+            day = part.groupby(part["sku"].astype(str))["quantity"].sum()
+            units = units.add(day, fill_value=0.0)
+    floor = settings.pos_min_units_per_day
+    keep = set(units[units / len(seen) >= floor].index)
+    items = [s for s in catalogue.skus if s.id in keep]
+    left = len(catalogue.skus) - len(items)
+    if not left:
+        return catalogue, None
+    if not items:
+        raise ClusterError(
+            f"no SKU sells {floor:g} units a day over the {len(seen)} days of transactions "
+            "ending on the night: nothing to price; lower PRICING_POS_MIN_UNITS_PER_DAY"
+        )
+    note = (
+        f"{left:,} SKUs sell under {floor:g} units a day over {len(seen)} days: not clustered, "
+        "they keep their price (PRICING_POS_MIN_UNITS_PER_DAY)"
+    )
+    return catalogue.model_copy(update={"skus": tuple(items)}), note
