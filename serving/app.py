@@ -146,9 +146,15 @@ def _answer(
         "unit_cost": costs,
     }
     svc.decisions.record(first, arm, columns, prices, costs)
-    metrics.ANSWERS.labels(decisions[0].policy, arm).inc(len(decisions))
-    if decisions[0].policy == "fallback":
-        metrics.FALLBACKS.inc(len(decisions))
+    policies = (
+        Counter(d.policy for d in decisions)  # clusters: a batch may span lanes
+        if svc.lanes is not None
+        else {decisions[0].policy: len(decisions)}
+    )
+    for policy, count in policies.items():
+        metrics.ANSWERS.labels(policy, arm).inc(count)
+    if policies.get("fallback"):
+        metrics.FALLBACKS.inc(policies["fallback"])
     for action, count in Counter(columns["action"]).items():
         metrics.ACTIONS.labels(arm, str(action)).inc(count)
     explored = sum(d.explored for d in decisions)

@@ -27,7 +27,7 @@ from pipeline.data.lake import Lake
 from pipeline.settings import Settings
 from serving.champion import Champion, ChampionHolder
 from serving.config import ServeSettings
-from serving.decide import Batch, Decision, Pricer
+from serving.decide import Batch, Decision, Pricer, UnknownSku
 from serving.market import LiveWorld
 from serving.schemas import Arm
 from serving.store import Store
@@ -135,6 +135,9 @@ def price_routed(
     if lanes is None or not lanes.lanes:
         period, decisions = default.price(arm, ts, batch)
         return period, decisions, [default.live] * len(batch)
+    unknown = [s for s in batch.sku if s not in default.live.index]  # every lane's are in it
+    if unknown:  # before any lane stores a hold
+        raise UnknownSku(unknown)
     groups = lanes.split(default, batch.sku)
     if len(groups) == 1:
         pricer = groups[0][0]

@@ -65,6 +65,14 @@ def test_each_sku_is_priced_by_its_clusters_champion(env: Env) -> None:
         ready = client.get("/readyz").json()
         assert ready["clusters"]["clusters"] == 2 and ready["clusters"]["serving"] == 1
         assert "no @champion" in ready["clusters"]["lanes"]["toys-0"]
+        # an unknown SKU is a 404 before any lane decides (no hold stored for the others)
+        bad = {**body, "columns": {"sku": ["scarce", "nope"], "inventory": [9, 1]}}
+        r = client.post("/v1/prices", json=bad)
+        assert r.status_code == 404 and "nope" in r.text
+        svc = client.app.state.svc  # type: ignore[attr-defined]
+        period = svc.pricer.live.clock.period(dt.datetime.fromisoformat(TS))
+        assert svc.store.holds("treatment", period, ["scarce"]) == {}
+
         answer = client.post("/v1/prices", json=body).json()
         cols = answer["columns"]
         # scarce: food-0's plan (its table at the request's state); overstock: no champion for
