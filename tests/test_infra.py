@@ -44,6 +44,7 @@ PRICING_NOT_SETTINGS = {
     "PRICING_NIGHTLY_RETRY_DELAY_S": "dags/pricing_nightly.py",
     "PRICING_MONITOR_CRON": "dags/pricing_monitor.py",
     "PRICING_ROLLOUT_CRON": "dags/pricing_rollout.py",
+    "PRICING_CLUSTERS": "dags/pricing_nightly.py",
 }
 # What the pipeline needs to run against the stack, in every worker and the inference service.
 PIPELINE_ENV = {
@@ -98,7 +99,11 @@ def _env(service: dict[str, Any]) -> dict[str, str]:
 
 
 def _settings_env_names() -> set[str]:
-    return {f"PRICING_{name.upper()}" for name in Settings.model_fields}
+    from serving.config import ServeSettings
+
+    return {f"PRICING_{name.upper()}" for name in Settings.model_fields} | {
+        f"PRICING_SERVE_{name.upper()}" for name in ServeSettings.model_fields
+    }
 
 
 def test_every_required_service_exists(compose: dict[str, Any], services: dict) -> None:
