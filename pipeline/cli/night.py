@@ -113,7 +113,6 @@ def _clustered(config: Settings, day: dt.date) -> None:
         champion = decision.champion_label or "none yet"
         rows = report.get("policies", {})
         mine = rows.get(champion, {})
-
         pct = mine.get("pct_of_optimal")
         table.add_row(
             cid,
