@@ -11,7 +11,9 @@ Prints seconds, peak resident memory and per-SKU cost for each; the last line co
 largest size with the smallest:
 ``history_per_sku_ratio=… features_per_sku_ratio=… streamed_peak_mb=… whole_peak_mb=…``.
 
-    python bench/scale.py [--skus 1000 10000] [--seed 0]
+    python bench/scale.py [--skus 1000 10000] [--seed 0] [--plot docs/scaling.png]
+
+``--plot`` draws the per-SKU cost and the peak memory of each step against the catalogue size.
 """
 
 from __future__ import annotations
@@ -90,10 +92,39 @@ def _in_child(fn: Any, *args: Any) -> dict[str, Any]:
         return dict(pool.apply(fn, args))
 
 
+def _plot(rows: dict[int, dict[str, dict[str, Any]]], path: Path) -> None:
+    """Per-SKU cost and peak memory of each step against the number of SKUs (log axes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted(rows)
+    fig, (cost, memory) = plt.subplots(1, 2, figsize=(10, 4))
+    for step in rows[sizes[0]]:
+        ms = [1000 * rows[n][step]["seconds"] / n for n in sizes]
+        mb = [rows[n][step]["peak_mb"] for n in sizes]
+        cost.plot(sizes, ms, marker="o", label=step)
+        memory.plot(sizes, mb, marker="o", label=step)
+    for ax, title in ((cost, "ms per SKU (flat = linear cost)"), (memory, "peak memory, MB")):
+        ax.set_xscale("log")
+        ax.set_xlabel("SKUs in the catalogue")
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+    memory.set_yscale("log")
+    cost.legend()
+    fig.suptitle("One day of the data half of a night (python bench/scale.py), 2 cores")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    print(f"plot written to {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--skus", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--plot", type=Path, default=None, help="write the scaling plot (PNG) here")
     args = ap.parse_args()
     if any(n < 1 for n in args.skus):
         ap.error("--skus must be >= 1")
@@ -115,6 +146,8 @@ def main() -> None:
                 f"{r['peak_mb']:>8.0f} {1000 * r['seconds'] / n:>7.2f}",
                 flush=True,
             )
+    if args.plot is not None:
+        _plot(rows, args.plot)
     small, large = rows[sizes[0]], rows[sizes[-1]]
 
     def per_sku(r: dict[str, Any], n: int) -> float:
