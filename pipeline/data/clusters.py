@@ -318,8 +318,9 @@ def _priced_pos(
     settings: Settings, lake: Lake, catalogue: Catalogue, days: list[dt.date]
 ) -> tuple[Catalogue, str | None]:
     """On point-of-sale data (transactions, no decision log), the catalogue's SKUs a night
-    prices: those selling ``PRICING_POS_MIN_UNITS_PER_DAY`` a day over ``days`` (the refit's own
-    rule; a thinner SKU keeps its price), and what is left out. Other lakes: all of them."""
+    prices: those selling ``PRICING_POS_MIN_UNITS_PER_DAY`` a day over ``days`` (the refit's
+    threshold, here over the clustering window; a thinner SKU keeps its price), and what is left
+    out. Other lakes: all of them."""
     if any(lake.has_partition("raw", "decisions", d) for d in days):
         return catalogue, None
     seen = [d for d in days if lake.has_partition("raw", "transactions", d)]
