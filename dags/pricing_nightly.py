@@ -144,10 +144,12 @@ def _night() -> dt.date:
     return latest_complete_night(SCHEDULE, context["dag_run"].run_after)
 
 
-def _settings() -> Settings:
+def _settings(cluster: str | None = None) -> Settings:
+    """The settings of tonight's night, or of one cluster's night (`Settings.for_cluster`)."""
     from pipeline.settings import Settings
 
-    return Settings()
+    settings = Settings()
+    return settings if cluster is None else settings.for_cluster(cluster)
 
 
 def _small(details: dict[str, Any]) -> dict[str, Any]:
@@ -167,9 +169,8 @@ def _gated(
     from pipeline.nightly.results import NightStopped
 
     night = _night()
-    settings = _settings() if cluster is None else _settings().for_cluster(cluster)
     try:
-        return step(settings, night).to_dict()
+        return step(_settings(cluster), night).to_dict()
     except NightStopped as stop:
         record = {
             "date": night.isoformat(),
@@ -180,6 +181,25 @@ def _gated(
         get_current_context()["ti"].xcom_push(key=STOP_XCOM_KEY, value=record)
         log.error("night %s stopped at %s: %s", night, stop.step, stop)
         raise AirflowFailException(f"night {night} stopped at {stop.step}: {stop}") from None
+
+
+def _promote(cluster: str | None = None) -> dict[str, Any]:
+    """The promotion gate of tonight's night (or of one cluster's): moves its `champion` when the
+    evidence holds, and emits the champion-moves event when it did."""
+    from pipeline.nightly.steps import promotion_gate
+
+    night = _night()
+    decision = promotion_gate(_settings(cluster), night)
+    where = "" if cluster is None else f", cluster {cluster}"
+    log.info("gate for %s%s: %s", night, where, decision.reason)
+    if decision.moved:
+        extra: dict[str, Any] = {"version": decision.champion, "date": night.isoformat()}
+        if cluster is not None:
+            extra["cluster"] = cluster
+        extra["by"] = "nightly"
+        get_current_context()["outlet_events"][CHAMPION_MOVES].add(CHAMPION, extra=extra)
+    out: dict[str, Any] = json.loads(json.dumps(decision.to_dict(), default=str))
+    return out
 
 
 def _skip_if_decided(night: dt.date) -> None:
@@ -299,19 +319,7 @@ def pricing_nightly() -> None:
     @task(pool=PROMOTION_POOL, outlets=[CHAMPION_MOVES])
     def gate(evaluation: dict[str, Any]) -> dict[str, Any]:
         """The promotion gate; moves `champion` (compare-and-set, ledger) when the evidence holds."""
-        from pipeline.nightly.steps import promotion_gate
-
-        night = _night()
-        decision = promotion_gate(_settings(), night)
-        log.info("gate for %s: %s", night, decision.reason)
-        if decision.moved:
-            extra: dict[str, Any] = {
-                "version": decision.champion,
-                "date": night.isoformat(),
-                "by": "nightly",
-            }
-            get_current_context()["outlet_events"][CHAMPION_MOVES].add(CHAMPION, extra=extra)
-        return json.loads(json.dumps(decision.to_dict(), default=str))
+        return _promote()
 
     @task(task_id=STOP_TASK, trigger_rule=TriggerRule.ONE_FAILED, retries=0)
     def night_stopped() -> dict[str, Any]:
@@ -391,7 +399,7 @@ def _cluster_nights(validated: Any, featured: Any, night_stopped: Callable[[], A
             from pipeline.nightly.results import Refitted
 
             _label(cluster)
-            settings, night = _settings().for_cluster(cluster), _night()
+            settings, night = _settings(cluster), _night()
             lineage = Refitted.from_dict(fitted).lineage()
             out = []
             for algo in settings.algos:
@@ -408,27 +416,13 @@ def _cluster_nights(validated: Any, featured: Any, night_stopped: Callable[[], A
 
             _label(cluster)
             versions = [t["version"] for t in trained if t["version"] is not None]
-            settings = _settings().for_cluster(cluster)
-            return evaluate_candidates(settings, _night(), versions).to_dict()
+            return evaluate_candidates(_settings(cluster), _night(), versions).to_dict()
 
         @task(map_index_template="{{ cluster }}", pool=PROMOTION_POOL, outlets=[CHAMPION_MOVES])
         def gate(cluster: str, evaluation: dict[str, Any]) -> dict[str, Any]:
             """The cluster's promotion gate: moves its own `champion` when the evidence holds."""
-            from pipeline.nightly.steps import promotion_gate
-
             _label(cluster)
-            night = _night()
-            decision = promotion_gate(_settings().for_cluster(cluster), night)
-            log.info("gate for %s, cluster %s: %s", night, cluster, decision.reason)
-            if decision.moved:
-                extra: dict[str, Any] = {
-                    "version": decision.champion,
-                    "date": night.isoformat(),
-                    "cluster": cluster,
-                    "by": "nightly",
-                }
-                get_current_context()["outlet_events"][CHAMPION_MOVES].add(CHAMPION, extra=extra)
-            return json.loads(json.dumps(decision.to_dict(), default=str))
+            return _promote(cluster)
 
         fitted = refit(cluster)
         checked = fidelity(cluster)
