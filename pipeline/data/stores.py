@@ -188,8 +188,9 @@ class LocalStore(Store):
 
     def put_if(self, key: str, data: bytes, tag: str | None) -> None:
         target = self._path(key)
-        # (`put` makes the target's folder.) Writers of this object take its lock file, then compare and replace. The lock files
-        # are 256 stripes under one hidden folder: none is left in the lake's folders.
+        # (`put` makes the target's folder.) Writers of this object take its lock file, then
+        # compare and replace. The lock files are 256 stripes under one hidden folder: none is
+        # left in the lake's folders.
         stripe = hashlib.sha256(key.encode()).hexdigest()[:2]
         lock = self.root / f"{TMP_PREFIX}locks" / f"{TMP_PREFIX}lock-{stripe}"
         with self._disk_full(target):
