@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 from sim.params import MarketParams
 
@@ -125,12 +125,25 @@ def solve_sku(params: MarketParams, k: int) -> SkuSolution:
 
 def demand_dist(d: np.ndarray, mean: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
     """P(D = d) and P(D > d) of a step's units: Poisson with ``mean``, or negative binomial with
-    variance mean + alpha mean^2 where the SKU's demand is over-dispersed."""
+    variance mean + alpha mean^2 where the SKU's demand is over-dispersed.
+
+    The formulas of ``scipy.stats.poisson`` / ``nbinom`` called as ufuncs: the solvers call this
+    once per step, where the distribution objects' argument checks cost more than the numbers.
+    """
+    k = np.asarray(d, dtype=float)
+    mu = np.asarray(mean, dtype=float)
     if alpha <= 0:
-        return stats.poisson.pmf(d, mean), stats.poisson.sf(d, mean)
+        return np.exp(special.xlogy(k, mu) - mu - special.gammaln(k + 1)), special.pdtrc(k, mu)
     n = 1.0 / alpha
-    prob = n / (n + np.asarray(mean))
-    return stats.nbinom.pmf(d, n, prob), stats.nbinom.sf(d, n, prob)
+    prob = n / (n + mu)
+    log_pmf = (
+        special.gammaln(k + n)
+        - special.gammaln(n)
+        - special.gammaln(k + 1)
+        + n * np.log(prob)
+        + special.xlog1py(k, -prob)
+    )
+    return np.exp(log_pmf), special.betainc(k + 1, n, 1.0 - prob)
 
 
 def demand_isf(tail: float, mean: float, alpha: float) -> float:
@@ -200,20 +213,23 @@ def evaluate_price_path(params: MarketParams, k: int, levels: np.ndarray) -> flo
 
 def static_path(params: MarketParams, target: int) -> np.ndarray:
     """Price levels over time when moving as fast as the actions allow to ``target`` and holding."""
-    levels = np.empty(params.T, dtype=np.int64)
-    level = params.initial_level
-    for t in range(params.T):
-        level = int(np.clip(level + _move_toward(params, level, target), 0, params.L - 1))
-        levels[t] = level
-    return levels
+    return static_paths(params)[target]
 
 
-def _move_toward(params: MarketParams, level: int, target: int) -> int:
-    gap = target - level
-    moves = params.moves
-    # the move that gets closest without overshooting, preferring the smaller one on ties
-    best = min(moves, key=lambda mv: (abs(gap - mv), abs(mv)))
-    return int(best)
+def static_paths(params: MarketParams) -> np.ndarray:
+    """`static_path` of every target level at once, shape (L, T): at each step the move that gets
+    closest to the target without overshooting, the smaller one on ties."""
+    p = params
+    by_size = np.asarray(sorted(p.moves, key=abs), dtype=np.int64)  # stable: ties keep their order
+    targets = np.arange(p.L)
+    paths = np.empty((p.L, p.T), dtype=np.int64)
+    level = np.full(p.L, p.initial_level, dtype=np.int64)
+    for t in range(p.T):
+        gap = targets - level
+        move = by_size[np.argmin(np.abs(gap[:, None] - by_size[None, :]), axis=1)]
+        level = np.clip(level + move, 0, p.L - 1)
+        paths[:, t] = level
+    return paths
 
 
 def static_values(params: MarketParams, k: int, tail: float = 1e-15) -> np.ndarray:
@@ -230,9 +246,8 @@ def static_values(params: MarketParams, k: int, tail: float = 1e-15) -> np.ndarr
     alpha = float(p.dispersion[k])
     n_inv = cap + 1
     inv = np.arange(n_inv)
-    levels = np.stack([static_path(p, lv) for lv in range(L)])  # (paths, T)
+    levels = static_paths(p)  # (paths, T)
     prev = np.concatenate([np.full((L, 1), p.initial_level), levels[:, :-1]], axis=1)
-    d_all = np.arange(n_inv)
     V = np.zeros((L, n_inv, C))
     if p.clear_max_left[k] >= 0:
         V += (p.clear_bonus[k] * (inv <= p.clear_max_left[k]))[None, :, None]
@@ -242,14 +257,17 @@ def static_values(params: MarketParams, k: int, tail: float = 1e-15) -> np.ndarr
         carts = p.cart_rate[k, t][ln]  # (paths, C)
         mean = carts * (1.0 - ab)[:, None]
         n_d = int(min(n_inv, demand_isf(tail, max(float(mean.max()), 1e-12), alpha) + 2))
-        d = d_all[:n_d]
-        pmf, _ = demand_dist(d[None, None, :], mean[..., None], alpha)  # (paths, C, D)
-        _, sf = demand_dist(d_all[None, None, :], mean[..., None], alpha)  # (paths, C, I)
+        d = inv[:n_d]
+        pmf, sf = demand_dist(d[None, None, :], mean[..., None], alpha)  # (paths, C, D)
+        # demand counted up to n_d - 1 (the tail folded there): P(D > j) is 0 from n_d - 1 on
         if n_d > 1:
             pmf[..., n_d - 1] = sf[..., n_d - 2]
         else:
             pmf[..., 0] = 1.0
-        exp_sold = np.concatenate([np.zeros((L, C, 1)), np.cumsum(sf, axis=2)[..., :-1]], axis=2)
+        sf[..., n_d - 1 :] = 0.0
+        exp_sold = np.zeros((L, C, n_inv))  # E[min(D, i)] = sum_{j < i} P(D > j)
+        exp_sold[..., 1 : n_d + 1] = np.cumsum(sf, axis=2)[..., : n_inv - 1]
+        exp_sold[..., n_d + 1 :] = exp_sold[..., n_d : n_d + 1]
         unit_margin = p.ref_price[k] * p.ratios[ln] - p.unit_cost[k]  # (paths,)
         reward = (
             p.margin_weight * exp_sold * unit_margin[:, None, None]
