@@ -77,6 +77,13 @@ class Settings(BaseSettings):
     cluster_days: int = Field(
         14, ge=1, le=365, description="days of features the clustering measures demand on"
     )
+    night_workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="cluster nights `pricing nightly --clusters` runs side by side, each in a "
+        "process of its own (the DAG's cluster tasks go to the Celery workers instead)",
+    )
     cluster: str | None = Field(
         None,
         pattern=r"^[a-z0-9][a-z0-9-]{0,79}$",

@@ -65,6 +65,15 @@ def require_tracking(settings: Settings, timeout_s: float = TIMEOUT_S) -> None:
             engine.dispose()
 
 
+def create_tracking_store(settings: Settings) -> None:
+    """Create a SQLite tracking store's tables now, in this process: processes that each open a
+    fresh file at the same moment race to create them ("table runs already exists")."""
+    if settings.tracking_uri.startswith("sqlite:"):
+        client = mlflow.MlflowClient(settings.tracking_uri, settings.tracking_uri)
+        client.search_experiments(max_results=1)
+        client.search_registered_models(max_results=1)
+
+
 @contextlib.contextmanager
 def tracking(settings: Settings) -> Iterator[str]:
     """Point MLflow's fluent API at ``settings.tracking_uri`` for the block, then restore.

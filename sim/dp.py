@@ -213,7 +213,7 @@ def evaluate_price_path(params: MarketParams, k: int, levels: np.ndarray) -> flo
 
 def static_path(params: MarketParams, target: int) -> np.ndarray:
     """Price levels over time when moving as fast as the actions allow to ``target`` and holding."""
-    return static_paths(params)[target]
+    return np.asarray(static_paths(params)[target])
 
 
 def static_paths(params: MarketParams) -> np.ndarray:

@@ -1,14 +1,20 @@
-"""A night fanned out over clusters, in one process (the DAG maps the same cluster nights): each
-cluster gets its own registered model, champion, reports and ledger, and a cluster stopped by its
-gates keeps its champion while the others promote."""
+"""A night fanned out over clusters, in worker processes or in one (the DAG maps the same cluster
+nights over Celery's workers): each cluster gets its own registered model, champion, reports and
+ledger, and a cluster stopped by its gates keeps its champion while the others promote."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import signal
+import subprocess  # nosec B404: this project's own CLI
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 
 from pipeline.contracts import LEDGER_PATH, fidelity_report_path
@@ -48,8 +54,27 @@ def clustered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, dict,
     spoiled = world.skus[2].id
     holdout = [LAST - dt.timedelta(days=i) for i in range(settings.holdout_days)]
     _spoil_holdout(lake, spoiled, holdout)
-    night = run_clustered_night(settings, LAST)
-    return settings, night.to_dict(), lake
+    timed: list[str] = []
+    night = run_clustered_night(
+        settings, LAST, on_step=lambda name, *_: timed.append(name), workers=2
+    )
+    return settings, {**night.to_dict(), "timed": timed}, lake
+
+
+def _cli_env(settings: Settings) -> dict[str, str]:
+    """The fixture's settings as the command line reads them."""
+    return {
+        "PRICING_DATA_DIR": str(settings.data_dir),
+        "PRICING_WORLD_FILE": str(settings.world_file),
+        "PRICING_MODEL_NAME": settings.model_name,
+        "PRICING_TRAIN_DAYS": str(settings.train_days),
+        "PRICING_HOLDOUT_DAYS": str(settings.holdout_days),
+        "PRICING_ALGOS": '["planner"]',
+        "PRICING_EVAL_EPISODES": str(settings.eval_episodes),
+        "PRICING_BOOTSTRAP_SAMPLES": str(settings.bootstrap_samples),
+        "PRICING_FIDELITY_MAX_CONVERSION_ERROR": str(settings.fidelity_max_conversion_error),
+        "PRICING_FIDELITY_MAX_DEVIANCE_RATIO": str(settings.fidelity_max_deviance_ratio),
+    }
 
 
 def test_each_cluster_runs_its_own_night(clustered: tuple[Settings, dict, Lake]) -> None:
@@ -66,6 +91,9 @@ def test_each_cluster_runs_its_own_night(clustered: tuple[Settings, dict, Lake])
         fitted = json.loads(lake.read_bytes(f"reports/cluster={cid}/sim/date={LAST}/world.json"))
         assert [s["id"] for s in fitted["skus"]] == members[cid]  # priced its own SKUs only
     assert not lake.exists(fidelity_report_path(LAST))  # nothing at the catalogue's level
+    # the nights ran in two worker processes; their steps' timings came back with them
+    assert night["timed"].count("refit") == 3 and night["timed"].count("fidelity") == 3
+    assert night["timed"].count("gate") == 2  # the stopped cluster never reached its gate
 
 
 def test_a_stopped_cluster_keeps_its_champion_while_the_others_promote(
@@ -118,18 +146,7 @@ def test_the_clustered_night_from_the_command_line(
     from pipeline.cli import app
 
     settings, night, lake = clustered
-    env = {
-        "PRICING_DATA_DIR": str(settings.data_dir),
-        "PRICING_WORLD_FILE": str(settings.world_file),
-        "PRICING_MODEL_NAME": settings.model_name,
-        "PRICING_TRAIN_DAYS": str(settings.train_days),
-        "PRICING_HOLDOUT_DAYS": str(settings.holdout_days),
-        "PRICING_ALGOS": '["planner"]',
-        "PRICING_EVAL_EPISODES": str(settings.eval_episodes),
-        "PRICING_BOOTSTRAP_SAMPLES": str(settings.bootstrap_samples),
-        "PRICING_FIDELITY_MAX_CONVERSION_ERROR": str(settings.fidelity_max_conversion_error),
-        "PRICING_FIDELITY_MAX_DEVIANCE_RATIO": str(settings.fidelity_max_deviance_ratio),
-    }
+    env = _cli_env(settings)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     res = CliRunner().invoke(app, ["nightly", "--date", LAST.isoformat(), "--clusters"])
@@ -168,3 +185,39 @@ def test_a_cluster_that_fails_leaves_the_others_running(
     assert night.clusters["a-0"].stopped_at == "error"
     assert "RuntimeError: boom" in (night.clusters["a-0"].reason or "")
     assert night.clusters["b-0"].status == "completed" and night.status == "partial"
+
+
+def test_killing_the_clustered_night_stops_its_workers(
+    clustered: tuple[Settings, dict, Lake], tmp_path: Path
+) -> None:
+    """`pricing nightly --clusters --workers 2` SIGKILLed while its cluster nights run: the
+    worker processes end with it (none keeps training or holds a lock for a night that is gone),
+    and the same command then runs to the end."""
+    settings, _, _ = clustered
+    env = {**os.environ, **_cli_env(settings), "PRICING_CLUSTERS": "true"}
+    pricing = str(Path(sys.executable).with_name("pricing"))
+    command = [pricing, "nightly", "--date", LAST.isoformat()]
+    with (tmp_path / "out.log").open("w") as out:
+        parent = subprocess.Popen([*command, "--workers", "2"], env=env, stdout=out, stderr=out)
+        try:
+            deadline = time.monotonic() + 300
+            workers: list[psutil.Process] = []
+            while len(workers) < 2 and parent.poll() is None:
+                assert time.monotonic() < deadline, (tmp_path / "out.log").read_text()
+                time.sleep(0.2)
+                children = psutil.Process(parent.pid).children(recursive=True)
+                workers = [p for p in children if "spawn_main" in " ".join(p.cmdline())]
+            assert parent.poll() is None, "the night ended before it was killed"
+            children = psutil.Process(parent.pid).children(recursive=True)
+            parent.send_signal(signal.SIGKILL)
+            parent.wait(30)
+            _, alive = psutil.wait_procs(children, timeout=20)
+            assert not alive, f"outlived the night: {[' '.join(p.cmdline()) for p in alive]}"
+        finally:
+            if parent.poll() is None:
+                parent.kill()
+    done = subprocess.run(  # nosec B603
+        [*command, "--workers", "2"], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 clusters" in " ".join((done.stdout + done.stderr).split())

@@ -43,6 +43,15 @@ def nightly(
             "and champion, after the catalogue's validation and features",
         ),
     ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="with --clusters: cluster nights run side by side, each in a process of its "
+            "own (default PRICING_NIGHT_WORKERS or 1; memory grows with each)",
+        ),
+    ] = None,
 ) -> None:
     """Run the whole night for one date. Exit 0: completed (promoted or not); 2: a gate stopped it
     (with --clusters: the catalogue's steps, or every cluster's night)."""
@@ -60,8 +69,10 @@ def nightly(
             os.environ["PRICING_CLUSTERS"] = "true"
         _through_airflow(config, day)
         return
+    if workers is not None and not clusters:
+        fail("--workers runs cluster nights side by side: add --clusters")
     if clusters:
-        _clustered(config, day)
+        _clustered(config, day, workers)
         return
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -87,13 +98,13 @@ def nightly(
     _print_night(config, day, f"night {date}: refit simulator")
 
 
-def _clustered(config: Settings, day: dt.date) -> None:
+def _clustered(config: Settings, day: dt.date, workers: int | None) -> None:
     from rich.table import Table
 
     from pipeline.nightly.run import run_clustered_night
     from pipeline.nightly.steps import night_summary
 
-    night = run_clustered_night(config, day, say=say)
+    night = run_clustered_night(config, day, say=say, workers=workers)
     catalogue = night.catalogue
     if catalogue.status == "stopped":
         console.print(

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import multiprocessing as mp
+import os
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -26,6 +30,7 @@ from pipeline.nightly.steps import (
     validate_raw,
 )
 from pipeline.settings import Settings
+from pipeline.tracking import create_tracking_store
 
 log = logging.getLogger("pricing.nightly")
 
@@ -161,11 +166,17 @@ def run_clustered_night(
     train_progress: Callable[[str], TrainProgress] | None = None,
     now: dt.datetime | None = None,
     on_step: Callable[[str, float, StepResult | None], None] | None = None,
+    workers: int | None = None,
 ) -> ClusteredNight:
     """The catalogue's steps (validation, features), the clusters (`pipeline.data.clusters`),
-    then each cluster's night in turn (`CLUSTER_STEPS`, with `Settings.for_cluster`: its own
-    model, champion and ledger). A cluster whose night stops keeps its champion; the others go
-    on. (The Airflow DAG maps the same cluster nights over its workers.)"""
+    then each cluster's night (`CLUSTER_STEPS`, with `Settings.for_cluster`: its own model,
+    champion and ledger). A cluster whose night stops keeps its champion; the others go on.
+
+    ``workers`` (default `Settings.night_workers`) above 1 runs the cluster nights side by side,
+    each worker a process of its own (``train_progress`` is then not called; ``on_step`` hears
+    of a cluster's steps when its night ends). The Airflow DAG maps the same cluster nights over
+    its Celery workers.
+    """
     tell: Say = say or log.info
     catalogue = run_night(settings, date, say, now=now, on_step=on_step, steps=CATALOGUE_STEPS)
     night = ClusteredNight(date=date.isoformat(), catalogue=catalogue)
@@ -177,19 +188,111 @@ def run_clustered_night(
         on_step("clusters", time.perf_counter() - started, None)
     members = clusters.members()
     tell(f"{len(members)} clusters: {', '.join(members)}")
+    workers = min(settings.night_workers if workers is None else workers, len(members))
+    if workers > 1:
+        _in_workers(settings, date, now, list(members), workers, night, tell, on_step)
+        return night
     for cid in members:
         tell(f"cluster {cid} ({len(members[cid])} SKUs) …")
-        try:
-            night.clusters[cid] = run_night(
-                settings.for_cluster(cid), date, say, train_progress, now, on_step, CLUSTER_STEPS
-            )
-        except Exception as err:  # a bug or an outage in one cluster: the others still run
-            log.exception("cluster %s failed", cid)
-            night.clusters[cid] = NightResult(
-                date=date.isoformat(),
-                status="stopped",
-                stopped_at="error",
-                reason=f"{err.__class__.__name__}: {err} (its champion is unchanged; the "
-                "traceback is in the log)",
-            )
+        night.clusters[cid] = _cluster_night(settings, cid, date, say, train_progress, now, on_step)
     return night
+
+
+def _cluster_night(
+    settings: Settings,
+    cid: str,
+    date: dt.date,
+    say: Say | None,
+    train_progress: Callable[[str], TrainProgress] | None,
+    now: dt.datetime | None,
+    on_step: Callable[[str, float, StepResult | None], None] | None,
+) -> NightResult:
+    try:
+        return run_night(
+            settings.for_cluster(cid), date, say, train_progress, now, on_step, CLUSTER_STEPS
+        )
+    except Exception as err:  # a bug or an outage in one cluster: the others still run
+        log.exception("cluster %s failed", cid)
+        return _failed(date, f"{err.__class__.__name__}: {err}", "the traceback is in the log")
+
+
+def _failed(date: dt.date, what: str, where: str) -> NightResult:
+    return NightResult(
+        date=date.isoformat(),
+        status="stopped",
+        stopped_at="error",
+        reason=f"{what} (its champion is unchanged; {where})",
+    )
+
+
+# A worker process serves this many cluster nights, then a fresh one takes its place: a bound
+# on whatever one night leaves behind, at the cost of the imports (seconds) each time.
+TASKS_PER_WORKER = 8
+
+
+def _in_workers(
+    settings: Settings,
+    date: dt.date,
+    now: dt.datetime | None,
+    cids: list[str],
+    workers: int,
+    night: ClusteredNight,
+    tell: Say,
+    on_step: Callable[[str, float, StepResult | None], None] | None,
+) -> None:
+    """The cluster nights in ``workers`` processes, recorded in ``night.clusters`` in ``cids``'
+    order; a worker that dies (out of memory, killed) fails the clusters it had."""
+    tell(f"{len(cids)} cluster nights on {workers} worker processes …")
+    create_tracking_store(settings)
+    results: dict[str, NightResult] = {}
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=mp.get_context("spawn"),  # no fork of a process holding threads and locks
+        max_tasks_per_child=TASKS_PER_WORKER,
+        initializer=_worker_start,
+        initargs=(os.getpid(), max(1, (os.cpu_count() or 1) // workers)),
+    ) as pool:
+        futures = {pool.submit(_worker_night, settings, cid, date, now): cid for cid in cids}
+        for future in as_completed(futures):
+            cid = futures[future]
+            timings: list[tuple[str, float]] = []
+            try:
+                results[cid], timings = future.result()
+            except Exception as err:  # the process itself died: BrokenProcessPool
+                results[cid] = _failed(date, f"{err.__class__.__name__}: {err}", "its worker died")
+            for name, seconds in timings:
+                if on_step is not None:
+                    on_step(name, seconds, results[cid].steps.get(name))
+            r = results[cid]
+            outcome = r.status if r.stopped_at is None else f"stopped at {r.stopped_at}"
+            tell(f"cluster {cid}: {outcome} ({len(results)}/{len(cids)})")
+    night.clusters.update((cid, results[cid]) for cid in cids)
+
+
+def _worker_night(
+    settings: Settings, cid: str, date: dt.date, now: dt.datetime | None
+) -> tuple[NightResult, list[tuple[str, float]]]:
+    """One cluster's night in a worker process, with its steps' timings."""
+    timings: list[tuple[str, float]] = []
+    result = _cluster_night(
+        settings, cid, date, None, None, now, lambda name, s, _: timings.append((name, s))
+    )
+    return result, timings
+
+
+def _worker_start(parent: int, threads: int) -> None:
+    """A worker's math libraries get ``threads`` threads (the workers share the cores), and the
+    worker ends as soon as the process that started it is gone (killed included), so no night
+    goes on training without its owner."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
