@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import datetime as dt
 import multiprocessing as mp
+import os
 import resource
 import sys
 import tempfile
@@ -140,7 +141,11 @@ def in_child(fn: Any, *args: Any) -> dict[str, Any]:
     """``fn(*args)`` in a fresh process: its peak memory is its own."""
     # not a multiprocessing.Pool: its processes are daemons, which may not start the night's
     # own worker processes
-    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+    from pipeline.orchestration.procs import exit_with_parent
+
+    with ProcessPoolExecutor(
+        1, mp_context=mp.get_context("spawn"), initializer=exit_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         return dict(pool.submit(fn, *args).result())
 
 

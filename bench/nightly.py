@@ -20,6 +20,13 @@ dominate the night and are printed with the results. Last lines: ``night_seconds
     python bench/nightly.py [--skus 1000] [--days 90] [--seed 0] [--data-dir DIR] [--keep]
         [--ppo-timesteps 2000000] [--dqn-timesteps 300000] [--algos ppo,dqn] [--episodes 300]
 
+With ``--catalogue 1000 50000`` it measures the night of a catalogue instead: the clustered
+night (`bench/clustered_night.py`: one agent per cluster, ``--workers`` cluster nights side by
+side) at each size, and the peak memory of the data steps of a first night (validating every day
+of the window, then the features) at ``--feature-days 30 90`` days of the smallest catalogue,
+each in a fresh process. Last line: ``per_sku_cost_ratio=… night_<N>k_s=…
+feature_peak_mb_ratio=…`` (largest vs smallest catalogue; longest vs shortest window).
+
 Quick check: ``python bench/nightly.py --skus 20 --days 21 --ppo-timesteps 20000
 --dqn-timesteps 5000 --episodes 60``. Without ``--data-dir`` the lake, MLflow store and models go
 to a temporary folder that is removed at the end unless ``--keep``; a ``--data-dir`` must be empty
@@ -54,7 +61,7 @@ from pipeline.data.lake import Lake
 from pipeline.data.synthetic import write_history
 from pipeline.nightly.results import StepResult
 from pipeline.nightly.run import run_night
-from pipeline.nightly.steps import validate_raw
+from pipeline.nightly.steps import extract_features, validate_raw
 from pipeline.settings import Settings
 from sim.world import load_world
 
@@ -188,7 +195,18 @@ def main() -> None:
     ap.add_argument("--dqn-timesteps", type=int, default=300_000, help="DQN budget in SKU-steps")
     ap.add_argument("--algos", default="ppo,dqn", help="algorithms trained, comma-separated")
     ap.add_argument("--episodes", type=int, default=300, help="evaluation episodes per policy")
+    ap.add_argument(
+        "--catalogue",
+        type=int,
+        nargs="+",
+        default=None,
+        help="the clustered night at these catalogue sizes instead (see the module's doc)",
+    )
+    ap.add_argument("--workers", type=int, default=2, help="with --catalogue: side by side")
+    ap.add_argument("--feature-days", type=int, nargs=2, default=[30, 90])
     args = ap.parse_args()
+    if args.catalogue:
+        sys.exit(catalogue(args))
     if args.skus < 1:
         ap.error(f"--skus must be >= 1 (got {args.skus})")
     if args.days <= HOLDOUT_DAYS:
@@ -222,6 +240,72 @@ def main() -> None:
         else:
             log(f"data kept in {data_dir}")
     sys.exit(status)
+
+
+def _data_steps(root: str, skus: int, days: int) -> dict[str, Any]:
+    """A first night's validation (every day of the window) and features, in this process."""
+    import clustered_night
+
+    settings = clustered_night._settings(root, _catalogue_opts(days))
+    last = clustered_night.START + dt.timedelta(days=days - 1)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    started = time.perf_counter()
+    validate_raw(settings, last)
+    extract_features(settings, last)
+    return {
+        "seconds": time.perf_counter() - started,
+        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "base_mb": base,
+    }
+
+
+def _catalogue_opts(days: int, args: argparse.Namespace | None = None) -> dict[str, Any]:
+    opts: dict[str, Any] = {"days": days, "skus_per_cluster": 500, "workers": 1, "algos": ["ppo"]}
+    if args is not None:
+        opts.update(
+            algos=[a for a in args.algos.split(",") if a],
+            episodes=args.episodes,
+            ppo_timesteps=args.ppo_timesteps,
+            workers=args.workers,
+        )
+    else:
+        opts.update(episodes=60, ppo_timesteps=1)
+    return opts
+
+
+def catalogue(args: argparse.Namespace) -> int:
+    """The ``--catalogue`` benchmark; returns the exit status."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import clustered_night
+
+    logging.basicConfig(level=logging.WARNING)
+    print(
+        f"machine: {platform.platform()}, {os.cpu_count()} cores; load average at start: "
+        f"{load_text()}"
+    )
+    small = min(args.catalogue)
+    peaks = {}
+    for days in sorted(set(args.feature_days)):
+        with tempfile.TemporaryDirectory(prefix="bench-features-") as tmp:
+            clustered_night.in_child(clustered_night.history, tmp, small, _catalogue_opts(days))
+            r = clustered_night.in_child(_data_steps, tmp, small, days)
+        peaks[days] = r["peak_mb"]
+        print(
+            f"data steps of a first night, {small:,} SKUs x {days} days (every day validated, "
+            f"then the features): {r['seconds']:.0f} s, peak {r['peak_mb']:.0f} MB (after "
+            f"imports {r['base_mb']:.0f} MB)",
+            flush=True,
+        )
+    results = clustered_night.run_sizes(args.catalogue, _catalogue_opts(args.days, args))
+    large = max(results)
+    ratio = (results[large]["night_s"] / large) / (results[small]["night_s"] / small)
+    short, long = min(peaks), max(peaks)
+    print(
+        f"per_sku_cost_ratio={ratio:.2f} night_{large // 1000}k_s={results[large]['night_s']:.0f} "
+        f"feature_peak_mb_ratio={peaks[long] / peaks[short]:.2f} ({large:,} vs {small:,} SKUs, "
+        f"{args.days} days, {args.workers} workers; {long} vs {short} days)"
+    )
+    return 0 if all(r["status"] != "stopped" for r in results.values()) else 1
 
 
 def run(args: argparse.Namespace, algos: tuple[str, ...], start: dt.date, data_dir: Path) -> int:

@@ -8,7 +8,6 @@ import datetime as dt
 import logging
 import multiprocessing as mp
 import os
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -29,6 +28,7 @@ from pipeline.nightly.steps import (
     refit_simulator,
     validate_raw,
 )
+from pipeline.orchestration.procs import exit_with_parent
 from pipeline.settings import Settings
 from pipeline.tracking import create_tracking_store
 
@@ -289,10 +289,4 @@ def _worker_start(parent: int, threads: int) -> None:
 
     torch.set_num_threads(threads)
     threadpool_limits(threads)
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+    exit_with_parent(parent)
