@@ -8,6 +8,7 @@ import datetime as dt
 import logging
 import multiprocessing as mp
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -28,7 +29,6 @@ from pipeline.nightly.steps import (
     refit_simulator,
     validate_raw,
 )
-from pipeline.orchestration.procs import exit_with_parent
 from pipeline.settings import Settings
 from pipeline.tracking import create_tracking_store
 
@@ -241,7 +241,8 @@ def _in_workers(
     on_step: Callable[[str, float, StepResult | None], None] | None,
 ) -> None:
     """The cluster nights in ``workers`` processes, recorded in ``night.clusters`` in ``cids``'
-    order; a worker that dies (out of memory, killed) fails the clusters it had."""
+    order. A worker that dies (out of memory, killed) breaks the pool: every cluster not done by
+    then is recorded as failed, with that reason."""
     tell(f"{len(cids)} cluster nights on {workers} worker processes …")
     create_tracking_store(settings)
     results: dict[str, NightResult] = {}
@@ -290,3 +291,16 @@ def _worker_start(parent: int, threads: int) -> None:
     torch.set_num_threads(threads)
     threadpool_limits(threads)
     exit_with_parent(parent)
+
+
+def exit_with_parent(parent: int, every_s: float = 1.0) -> None:
+    """End this process (at once, whatever it is doing) as soon as ``parent`` is no longer its
+    parent: the initializer of a pool's worker processes, which otherwise go on with their task
+    when their owner is killed."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()

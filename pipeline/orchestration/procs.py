@@ -188,17 +188,3 @@ def _watch(tag: str, grace_s: float) -> None:
 
 if __name__ == "__main__":
     _watch(sys.argv[1], float(sys.argv[2]))
-
-
-def exit_with_parent(parent: int, every_s: float = 1.0) -> None:
-    """End this process (at once, whatever it is doing) as soon as ``parent`` is no longer its
-    parent: the initializer of a pool's worker processes, which otherwise go on with their task
-    when their owner is killed."""
-    import threading
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(every_s)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
