@@ -204,6 +204,12 @@ def main() -> None:
     )
     ap.add_argument("--workers", type=int, default=2, help="with --catalogue: side by side")
     ap.add_argument("--feature-days", type=int, nargs=2, default=[30, 90])
+    ap.add_argument(
+        "--steady",
+        action="store_true",
+        help="with --catalogue: a night after the first (its own day validated, see "
+        "bench/clustered_night.py)",
+    )
     args = ap.parse_args()
     if args.catalogue:
         sys.exit(catalogue(args))
@@ -267,6 +273,7 @@ def _catalogue_opts(days: int, args: argparse.Namespace | None = None) -> dict[s
             episodes=args.episodes,
             ppo_timesteps=args.ppo_timesteps,
             workers=args.workers,
+            steady=args.steady,
         )
     else:
         opts.update(episodes=60, ppo_timesteps=1)
@@ -303,7 +310,8 @@ def catalogue(args: argparse.Namespace) -> int:
     print(
         f"per_sku_cost_ratio={ratio:.2f} night_{large // 1000}k_s={results[large]['night_s']:.0f} "
         f"feature_peak_mb_ratio={peaks[long] / peaks[short]:.2f} ({large:,} vs {small:,} SKUs, "
-        f"{args.days} days, {args.workers} workers; {long} vs {short} days)"
+        f"{args.days} days, {args.workers} workers{', steady' if args.steady else ''}; {long} "
+        f"vs {short} days)"
     )
     return 0 if all(r["status"] != "stopped" for r in results.values()) else 1
 

@@ -82,3 +82,82 @@ def test_event_ids_repeated_across_days_are_left_to_the_partitions(lake: Lake) -
     )
     # together they look duplicated; each partition alone is fine, and decides
     assert validate_together(lake, "decisions", DAYS[:2], NOW, n_actions=5) == []
+
+
+# A large catalogue's day: more rows than one run takes, validated part by part.
+
+
+def _in_parts(lake: Lake, feed: str, day: dt.date, n: int, change: object = None) -> int:
+    """Rewrite the day as ``n`` parts (``change`` applied to the whole day first); its rows."""
+    frame = lake.read_partition("raw", feed, day)
+    if change is not None:
+        frame = change(frame)  # type: ignore[operator]
+    size = -(-len(frame) // n)
+    lake.write_parts(
+        "raw", feed, day, [frame.iloc[i : i + size] for i in range(0, len(frame), size)]
+    )
+    return len(frame)
+
+
+@pytest.fixture
+def small_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.data import window
+
+    monkeypatch.setattr(window, "MAX_ROWS", 20)  # a tiny day's parts go to separate runs
+
+
+@pytest.mark.parametrize("feed", ["decisions", "transactions"])
+def test_a_day_larger_than_a_run_passes_part_by_part(
+    lake: Lake, feed: str, small_runs: None
+) -> None:
+    from pipeline.data.window import validate_in_parts
+
+    rows = _in_parts(lake, feed, DAYS[0], 4)
+    assert rows > 20  # the day alone is larger than a run
+    assert validate_together(lake, feed, DAYS[:2], NOW, n_actions=5) == []  # not read whole
+    result = validate_in_parts(lake, feed, DAYS[0], NOW, n_actions=5)
+    assert result is not None and result.success
+    assert result.statistics["rows"] == rows
+    assert result.statistics["validated_with"].endswith("runs of at most 20 rows")
+    assert int(result.statistics["validated_with"].split()[0]) > 1
+
+
+def test_an_id_repeated_in_another_part_of_the_day_is_caught(lake: Lake, small_runs: None) -> None:
+    """Each run sees its own parts only: ids repeated across runs are found by their hashes, and
+    the day goes to be validated whole (which names the duplicates)."""
+    from pipeline.data.window import validate_in_parts
+
+    def repeat(frame: pd.DataFrame) -> pd.DataFrame:
+        frame.loc[len(frame) - 1, "event_id"] = frame.loc[0, "event_id"]
+        return frame
+
+    _in_parts(lake, "decisions", DAYS[0], 4, repeat)
+    assert validate_in_parts(lake, "decisions", DAYS[0], NOW, n_actions=5) is None
+    whole = validate_partition(
+        "decisions", lake.read_partition("raw", "decisions", DAYS[0]), DAYS[0], NOW
+    )
+    assert not whole.success and "duplicated event ids" in whole.message()
+
+
+def test_a_price_off_the_whole_days_median_is_caught_in_its_part(
+    lake: Lake, small_runs: None
+) -> None:
+    """A part's prices are checked against the SKU's median of the whole day, not of the part:
+    a part whose sales of a SKU are all at 100x (its own median too) is still found."""
+    from pipeline.data.window import validate_in_parts
+
+    def cents_at_the_end(frame: pd.DataFrame) -> pd.DataFrame:
+        top = frame["sku"].value_counts().index[0]
+        mine = frame[frame["sku"] == top]
+        off = mine.iloc[: len(mine) // 3].assign(unit_price=lambda f: f["unit_price"] * 100)
+        rest = frame[frame["sku"] != top]
+        return pd.concat([mine.iloc[len(mine) // 3 :], rest, off], ignore_index=True)
+
+    _in_parts(lake, "transactions", DAYS[0], 4, cents_at_the_end)
+    parts = list(lake.iter_partition("raw", "transactions", DAYS[0]))
+    [part] = [p for p in parts if p["unit_price"].max() > 1000]
+    theirs = part[part["sku"] == part.loc[part["unit_price"].idxmax(), "sku"]]
+    assert theirs["unit_price"].min() > 1000  # alone, the part's median for that SKU is 100x
+    assert validate_in_parts(lake, "transactions", DAYS[0], NOW, n_actions=5) is None
+    whole = lake.read_partition("raw", "transactions", DAYS[0])
+    assert not validate_partition("transactions", whole, DAYS[0], NOW).success

@@ -291,12 +291,18 @@ def _default_n_actions() -> int:
     return len(default_world().pricing.actions)
 
 
-def frame_for_gx(feed: str, df: pd.DataFrame, days: pd.Series | None = None) -> pd.DataFrame:
+def frame_for_gx(
+    feed: str,
+    df: pd.DataFrame,
+    days: pd.Series | None = None,
+    sku_median: pd.Series | None = None,
+) -> pd.DataFrame:
     """The frame GX sees: the partition plus the derived check column, dtypes made checkable.
 
     ``days`` gives each row's partition day when several partitions are validated at once: the
     SKU's median price is then taken per day, and `WINDOW_COLUMN` holds each row's seconds into
-    its own partition's day.
+    its own partition's day. ``sku_median`` (transactions: each SKU's median unit price of the
+    day, by SKU) is used when the frame is a part of its day, not all of it.
 
     GX's per-value type check only runs on object columns, so string columns go to object (the
     values are unchanged); tz-aware timestamps get one unit, since the unit is storage detail that
@@ -318,7 +324,9 @@ def frame_for_gx(feed: str, df: pd.DataFrame, days: pd.Series | None = None) -> 
         out[derived] = _numeric(out, "price_shown") / _numeric(out, "base_price")
     elif feed == "transactions":
         price = _numeric(out, "unit_price")
-        if "sku" in out.columns and len(out):
+        if sku_median is not None and "sku" in out.columns:
+            median = out["sku"].astype(str).map(sku_median).astype(float)
+        elif "sku" in out.columns and len(out):
             keys = [out["sku"].astype(str).to_numpy()]
             if days is not None:
                 keys.insert(0, days.to_numpy())
