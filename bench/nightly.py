@@ -203,6 +203,7 @@ def main() -> None:
         help="the clustered night at these catalogue sizes instead (see the module's doc)",
     )
     ap.add_argument("--workers", type=int, default=2, help="with --catalogue: side by side")
+    ap.add_argument("--skus-per-cluster", type=int, default=500, help="with --catalogue")
     ap.add_argument("--feature-days", type=int, nargs=2, default=[30, 90])
     ap.add_argument(
         "--steady",
@@ -274,6 +275,7 @@ def _catalogue_opts(days: int, args: argparse.Namespace | None = None) -> dict[s
             ppo_timesteps=args.ppo_timesteps,
             workers=args.workers,
             steady=args.steady,
+            skus_per_cluster=args.skus_per_cluster,
         )
     else:
         opts.update(episodes=60, ppo_timesteps=1)
@@ -310,7 +312,8 @@ def catalogue(args: argparse.Namespace) -> int:
     print(
         f"per_sku_cost_ratio={ratio:.2f} night_{large // 1000}k_s={results[large]['night_s']:.0f} "
         f"feature_peak_mb_ratio={peaks[long] / peaks[short]:.2f} ({large:,} vs {small:,} SKUs, "
-        f"{args.days} days, {args.workers} workers{', steady' if args.steady else ''}; {long} "
+        f"{args.days} days, {args.workers} workers, clusters of {args.skus_per_cluster}"
+        f"{', steady' if args.steady else ''}; {long} "
         f"vs {short} days)"
     )
     return 0 if all(r["status"] != "stopped" for r in results.values()) else 1

@@ -13,7 +13,11 @@ finds the bad one and writes its report: failures read exactly as they always do
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import datetime as dt
+import gc
+import sys
 import time
 from typing import Any
 
@@ -26,6 +30,17 @@ from pipeline.data.suites import CONTRACTS, build_suite, frame_for_gx, utc_datet
 from pipeline.data.validation import ValidationResult, run_gx
 
 MAX_ROWS = 1_000_000  # rows validated in one run, at the most
+
+
+def _let_go() -> None:
+    """Hand a run's memory back to the system before the next run. GX's pandas engine leaves
+    cycles for the collector and freed blocks in glibc's heap: without this a first night's
+    peak grew with its window (4.9 GB at 30 days of 1,000 SKUs, 10.3 GB at 90; 2.4 GB at 30
+    with it)."""
+    gc.collect()
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def validate_together(
@@ -61,6 +76,7 @@ def validate_together(
         if chunk and rows + len(frame) > MAX_ROWS:
             passed += _validate_chunk(feed, chunk, now, n_actions)
             chunk, rows = [], 0
+            _let_go()
         chunk.append((day, frame))
         rows += len(frame)
         del frame
@@ -162,6 +178,8 @@ def _run_part(
         suite = build_suite(feed, day, now, n_actions)
         gx_frame = frame_for_gx(feed, frame, sku_median=medians)
         result, _ = run_gx(feed, gx_frame, suite, day, now, False)
+    del frame, gx_frame
+    _let_go()
     return dict(result.statistics) if result.success else None
 
 
