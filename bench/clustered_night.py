@@ -160,7 +160,7 @@ def in_child(fn: Any, *args: Any) -> dict[str, Any]:
     """``fn(*args)`` in a fresh process: its peak memory is its own."""
     # not a multiprocessing.Pool: its processes are daemons, which may not start the night's
     # own worker processes
-    from pipeline.nightly.run import exit_with_parent
+    from pipeline.nightly.workers import exit_with_parent
 
     with ProcessPoolExecutor(
         1, mp_context=mp.get_context("spawn"), initializer=exit_with_parent, initargs=(os.getpid(),)

@@ -8,7 +8,6 @@ import datetime as dt
 import logging
 import multiprocessing as mp
 import os
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -29,6 +28,7 @@ from pipeline.nightly.steps import (
     refit_simulator,
     validate_raw,
 )
+from pipeline.nightly.workers import worker_start
 from pipeline.settings import Settings
 from pipeline.tracking import create_tracking_store
 
@@ -250,7 +250,7 @@ def _in_workers(
         max_workers=workers,
         mp_context=mp.get_context("spawn"),  # no fork of a process holding threads and locks
         max_tasks_per_child=TASKS_PER_WORKER,
-        initializer=_worker_start,
+        initializer=worker_start,
         initargs=(os.getpid(), max(1, (os.cpu_count() or 1) // workers)),
     ) as pool:
         futures = {pool.submit(_worker_night, settings, cid, date, now): cid for cid in cids}
@@ -279,28 +279,3 @@ def _worker_night(
         settings, cid, date, None, None, now, lambda name, s, _: timings.append((name, s))
     )
     return result, timings
-
-
-def _worker_start(parent: int, threads: int) -> None:
-    """A worker's math libraries get ``threads`` threads (the workers share the cores), and the
-    worker ends as soon as the process that started it is gone (killed included), so no night
-    goes on training without its owner."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(threads)
-    threadpool_limits(threads)
-    exit_with_parent(parent)
-
-
-def exit_with_parent(parent: int, every_s: float = 1.0) -> None:
-    """End this process (at once, whatever it is doing) as soon as ``parent`` is no longer its
-    parent: the initializer of a pool's worker processes, which otherwise go on with their task
-    when their owner is killed."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(every_s)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
