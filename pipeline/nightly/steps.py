@@ -255,31 +255,28 @@ def validate_raw(settings: Settings, date: dt.date, now: dt.datetime | None = No
                 continue
             # a large catalogue's day a few runs at a time; what fails them is read whole for
             # its report. Data Docs are rendered only for a partition that goes to quarantine.
-            passed = validate_in_parts(lake, feed, day, now, n_actions)
-            if passed is not None:
-                write_json(lake, validation_report_path(feed, day), passed.summary())
-                checked.append(f"{feed}/{day.isoformat()}")
-                continue
-            df, result = read_and_validate(
-                lake, feed, day, now, n_actions=n_actions, data_docs=False
-            )
-            if not result.success:
-                result = validate_partition(
-                    feed, df, day, now, read_error=result.read_error, n_actions=n_actions
+            outcome = validate_in_parts(lake, feed, day, now, n_actions)
+            if outcome is None:
+                df, outcome = read_and_validate(
+                    lake, feed, day, now, n_actions=n_actions, data_docs=False
                 )
-                where = quarantine_partition(lake, feed, day, result)
-                raise NightStopped(
-                    "validate",
-                    f"{feed} {day}: {result.message()} The partition was moved to {where} with "
-                    "its report; fix the export and re-run the night.",
-                    {
-                        "feed": feed,
-                        "date": day.isoformat(),
-                        "quarantine": where,
-                        "failures": result.summary().get("failures", []),
-                    },
-                )
-            write_json(lake, validation_report_path(feed, day), result.summary())
+                if not outcome.success:
+                    outcome = validate_partition(
+                        feed, df, day, now, read_error=outcome.read_error, n_actions=n_actions
+                    )
+                    where = quarantine_partition(lake, feed, day, outcome)
+                    raise NightStopped(
+                        "validate",
+                        f"{feed} {day}: {outcome.message()} The partition was moved to {where} "
+                        "with its report; fix the export and re-run the night.",
+                        {
+                            "feed": feed,
+                            "date": day.isoformat(),
+                            "quarantine": where,
+                            "failures": outcome.summary().get("failures", []),
+                        },
+                    )
+            write_json(lake, validation_report_path(feed, day), outcome.summary())
             checked.append(f"{feed}/{day.isoformat()}")
     return Validated(feeds=feeds, validated=sorted(checked))
 
