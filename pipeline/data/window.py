@@ -113,8 +113,8 @@ def validate_in_parts(
     names = list(CONTRACTS[feed].names)
     started = time.perf_counter()
     try:
-        medians = None
-        if feed == "transactions":
+        medians = None  # one part is one run: GX's own per-SKU medians are the day's
+        if feed == "transactions" and len(lake.part_paths("raw", feed, day)) > 1:
             prices = pd.concat(
                 lake.iter_partition("raw", feed, day, columns=["sku", "unit_price"]),
                 ignore_index=True,
@@ -124,7 +124,7 @@ def validate_in_parts(
             del prices, price
         hashes: list[np.ndarray] = []
         chunk: list[pd.DataFrame] = []
-        rows = runs = 0
+        rows = runs = in_chunk = 0
         stats: dict[str, Any] | None = {}
         dtypes: pd.Series | None = None
         for part in lake.iter_partition("raw", feed, day):
@@ -135,13 +135,14 @@ def validate_in_parts(
             elif not part.dtypes.equals(dtypes):
                 return None
             hashes.append(pd.util.hash_pandas_object(part[_IDS[feed]], index=False).to_numpy())
-            if chunk and sum(len(f) for f in chunk) + len(part) > MAX_ROWS:
+            if chunk and in_chunk + len(part) > MAX_ROWS:
                 stats = _run_part(feed, chunk, day, now, n_actions, medians)
                 if stats is None:
                     return None
-                chunk, runs = [], runs + 1
+                chunk, runs, in_chunk = [], runs + 1, 0
             chunk.append(part)
             rows += len(part)
+            in_chunk += len(part)
         stats = _run_part(feed, chunk, day, now, n_actions, medians) if chunk else None
         if stats is None:
             return None
