@@ -364,12 +364,17 @@ def _cluster_nights(validated: Any, featured: Any, night_stopped: Callable[[], A
 
     @task
     def clusters() -> list[str]:
-        """The catalogue's clusters tonight; known SKUs keep theirs (pipeline.data.clusters)."""
+        """The catalogue's clusters tonight; known SKUs keep theirs (pipeline.data.clusters).
+        Then each cluster's rows of the window, cut once for its tasks (pipeline.data.slices)."""
         from pipeline.data.clusters import cluster_catalogue
+        from pipeline.nightly.steps import slice_clusters
 
         made = cluster_catalogue(_settings(), _night())
-        log.info("%d clusters over %d SKUs", len(made.members()), len(made.assignment))
-        return list(made.members())
+        members = made.members()
+        log.info("%d clusters over %d SKUs", len(members), len(made.assignment))
+        sliced = slice_clusters(_settings(), _night(), members, log.info)
+        log.info("slices: %d days cut, %d current", len(sliced.cut), len(sliced.current))
+        return list(members)
 
     def _label(cluster: str) -> None:
         get_current_context()["cluster"] = cluster  # type: ignore[typeddict-unknown-key]

@@ -71,6 +71,8 @@ CATALOGUE_PREFIX = "catalogue/"
 CATALOGUE_NAME = "catalogue.json"
 CLUSTERS_PREFIX = "clusters/"  # clusters/date=D/clusters.json: the night's clusters of SKUs
 CLUSTERS_NAME = "clusters.json"
+# slices/<feed>/date=D/: each cluster's rows of a raw day, cut once a night (pipeline.data.slices)
+SLICES_PREFIX = "slices/"
 
 
 def catalogue_path(date: dt.date) -> str:

@@ -136,6 +136,22 @@ def test_a_cluster_view_reads_only_its_skus(clustered: tuple[Settings, dict, Lak
     assert PURCHASE in set(day["outcome"])
 
 
+def test_the_night_cut_each_clusters_rows_of_its_window_once(
+    clustered: tuple[Settings, dict, Lake],
+) -> None:
+    settings, night, lake = clustered
+    assert night["timed"].count("slices") == 1
+    members = read_clusters(lake, LAST).members()  # type: ignore[union-attr]
+    window = [LAST - dt.timedelta(days=i) for i in range(settings.train_days)]
+    for day in window:
+        index = json.loads(lake.read_bytes(f"slices/decisions/date={day}/_slices.json"))
+        assert set(index["clusters"]) == set(members)
+    for cid, skus in members.items():
+        sliced = lake.for_cluster(cid, skus).read_partition("raw", "decisions", LAST)
+        day = lake.read_partition("raw", "decisions", LAST)
+        pd.testing.assert_frame_equal(sliced, day[day["sku"].isin(skus)].reset_index(drop=True))
+
+
 def test_the_clustered_night_from_the_command_line(
     clustered: tuple[Settings, dict, Lake], monkeypatch: pytest.MonkeyPatch
 ) -> None:

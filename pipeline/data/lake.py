@@ -37,6 +37,7 @@ from pipeline.data.stores import (
     Store,
     StoreConflict,
 )
+from pipeline.data.slices import read_slice, skus_key
 from pipeline.settings import Settings
 
 __all__ = [
@@ -92,21 +93,32 @@ class Lake:
     """Date-partitioned feeds over a ``Store``; see the module docstring for the layout."""
 
     def __init__(
-        self, store: Store, reports_root: str = "", skus: frozenset[str] | None = None
+        self,
+        store: Store,
+        reports_root: str = "",
+        skus: frozenset[str] | None = None,
+        cluster: str | None = None,
     ) -> None:
         self.store = store
-        # A cluster's view (`for_cluster`): its own reports/ and only its SKUs' rows.
+        # A cluster's view (`for_cluster`): its own reports/ and only its SKUs' rows, read from
+        # the cluster's slices where they match (`pipeline.data.slices`).
         self.reports_root = reports_root
         self.skus = skus
+        self.cluster = cluster
+        self._skus_key = None if skus is None else skus_key(skus)
 
     def for_cluster(self, cluster: str, skus: Iterable[str] | None = None) -> Lake:
         """The lake as one cluster's night sees it: ``reports/…`` (reports, fitted world,
         ledger) lives under ``reports/cluster=<cluster>/…``, and partitions read only the rows
-        of ``skus`` (all rows if None). Raw, features and catalogue objects are shared."""
+        of ``skus`` (all rows if None; raw rows from the cluster's slices where they match). Raw,
+        features and catalogue objects are shared."""
         if not cluster or "/" in cluster or cluster in (".", ".."):
             raise LakeError(f"cluster must be a plain name such as 'tee-basic-0' (got {cluster!r})")
         return Lake(
-            self.store, cluster_reports_prefix(cluster), None if skus is None else frozenset(skus)
+            self.store,
+            cluster_reports_prefix(cluster),
+            None if skus is None else frozenset(skus),
+            cluster,
         )
 
     def _obj(self, relpath: str) -> str:
@@ -292,7 +304,8 @@ class Lake:
         self, zone: str, feed: str, date: dt.date, columns: list[str] | None = None
     ) -> Iterator[pd.DataFrame]:
         """The partition part by part (the parts its manifest lists), each as a DataFrame: what
-        a reader that must not hold a whole day of a large catalogue iterates.
+        a reader that must not hold a whole day of a large catalogue iterates. A cluster's view
+        reads a raw partition from the cluster's slice, in one frame, where one matches it.
 
         Raises:
             LakeError: the partition does not exist (naming how to create it), or a listed part
@@ -305,6 +318,14 @@ class Lake:
                 f"no partition {self.partition_prefix(zone, feed, date)} in {self.uri('')}; "
                 f"create it with {how}"
             )
+        if zone == "raw" and self._skus_key is not None and self.cluster is not None:
+            names = [key.rsplit("/", 1)[1] for key in parts]
+            sliced = read_slice(
+                self.store, self.cluster, self._skus_key, feed, date, names, columns
+            )
+            if sliced is not None:
+                yield sliced
+                return
         for key in parts:
             try:
                 data = self.store.get(key)

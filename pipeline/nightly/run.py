@@ -26,6 +26,7 @@ from pipeline.nightly.steps import (
     extract_features,
     promotion_gate,
     refit_simulator,
+    slice_clusters,
     validate_raw,
 )
 from pipeline.nightly.workers import worker_start
@@ -188,6 +189,12 @@ def run_clustered_night(
         on_step("clusters", time.perf_counter() - started, None)
     members = clusters.members()
     tell(f"{len(members)} clusters: {', '.join(members)}")
+    started = time.perf_counter()
+    sliced = slice_clusters(settings, date, members, tell)
+    if on_step is not None:
+        on_step("slices", time.perf_counter() - started, None)
+    if sliced.skipped:
+        tell(f"slices not cut for {', '.join(sliced.skipped)}: those days are filtered per cluster")
     workers = min(settings.night_workers if workers is None else workers, len(members))
     if workers > 1:
         _in_workers(settings, date, now, list(members), workers, night, tell, on_step)

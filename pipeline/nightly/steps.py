@@ -38,6 +38,7 @@ from pipeline.data.features import (
     transaction_partials,
 )
 from pipeline.data.lake import Lake, open_lake
+from pipeline.data.slices import Sliced, slice_window
 from pipeline.data.validation import (
     finish_quarantine,
     quarantine_partition,
@@ -138,6 +139,18 @@ def window(settings: Settings, date: dt.date) -> tuple[list[dt.date], list[dt.da
     """Training days and held-out days, both ending at ``date``."""
     days = [date - dt.timedelta(days=i) for i in range(settings.train_days - 1, -1, -1)]
     return days[: -settings.holdout_days], days[-settings.holdout_days :]
+
+
+def slice_clusters(
+    settings: Settings,
+    date: dt.date,
+    members: dict[str, list[str]],
+    say: Callable[[str], None] | None = None,
+) -> Sliced:
+    """Each cluster's rows of the night's window, cut once for all its reads
+    (`pipeline.data.slices`); a step of the catalogue's, after the clusters."""
+    train_days, holdout = window(settings, date)
+    return slice_window(open_lake(settings), members, train_days + holdout, say)
 
 
 def read_days(lake: Lake, feed: str, days: list[dt.date]) -> pd.DataFrame | None:
