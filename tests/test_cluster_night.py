@@ -21,6 +21,7 @@ from pipeline.contracts import LEDGER_PATH, fidelity_report_path
 from pipeline.data.clusters import read_clusters
 from pipeline.data.lake import Lake
 from pipeline.data.synthetic import write_history
+from pipeline.nightly import run as night_run
 from pipeline.nightly.run import run_clustered_night
 from pipeline.release.registry import Registry
 from pipeline.settings import Settings
@@ -55,9 +56,15 @@ def clustered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, dict,
     holdout = [LAST - dt.timedelta(days=i) for i in range(settings.holdout_days)]
     _spoil_holdout(lake, spoiled, holdout)
     timed: list[str] = []
-    night = run_clustered_night(
-        settings, LAST, on_step=lambda name, *_: timed.append(name), workers=2
-    )
+    # a worker serves one cluster night: three nights on two workers take fresh ones (what hung
+    # with ProcessPoolExecutor's max_tasks_per_child once work was left queued)
+    served, night_run.TASKS_PER_WORKER = night_run.TASKS_PER_WORKER, 1
+    try:
+        night = run_clustered_night(
+            settings, LAST, on_step=lambda name, *_: timed.append(name), workers=2
+        )
+    finally:
+        night_run.TASKS_PER_WORKER = served
     return settings, {**night.to_dict(), "timed": timed}, lake
 
 
@@ -182,7 +189,6 @@ def test_a_cluster_that_fails_leaves_the_others_running(
     """An unexpected error in one cluster's night (a bug, an outage) is that cluster's result:
     the clusters after it still run."""
     from pipeline.data.clusters import Clusters
-    from pipeline.nightly import run as night_run
     from pipeline.nightly.run import NightResult
 
     ran: list[str | None] = []

@@ -232,8 +232,10 @@ def _failed(date: dt.date, what: str, where: str) -> NightResult:
     )
 
 
-# A worker process serves this many cluster nights, then a fresh one takes its place: a bound
-# on whatever one night leaves behind, at the cost of the imports (seconds) each time.
+# A worker process serves at most this many cluster nights, then fresh ones take over: a bound
+# on whatever one night leaves behind, at the cost of the imports (seconds) each time. Done as
+# one pool per batch, not with ProcessPoolExecutor's max_tasks_per_child, which deadlocks on
+# Python 3.11-3.13 once a worker exits at its limit with work still queued (CPython gh-115634).
 TASKS_PER_WORKER = 8
 
 
@@ -248,32 +250,39 @@ def _in_workers(
     on_step: Callable[[str, float, StepResult | None], None] | None,
 ) -> None:
     """The cluster nights in ``workers`` processes, recorded in ``night.clusters`` in ``cids``'
-    order. A worker that dies (out of memory, killed) breaks the pool: every cluster not done by
-    then is recorded as failed, with that reason."""
+    order. A worker that dies (out of memory, killed) breaks its pool: every cluster of its
+    batch not done by then is recorded as failed, with that reason; the next batch starts
+    fresh workers."""
     tell(f"{len(cids)} cluster nights on {workers} worker processes …")
     create_tracking_store(settings)
     results: dict[str, NightResult] = {}
-    with ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=mp.get_context("spawn"),  # no fork of a process holding threads and locks
-        max_tasks_per_child=TASKS_PER_WORKER,
-        initializer=worker_start,
-        initargs=(os.getpid(), max(1, (os.cpu_count() or 1) // workers)),
-    ) as pool:
-        futures = {pool.submit(_worker_night, settings, cid, date, now): cid for cid in cids}
-        for future in as_completed(futures):
-            cid = futures[future]
-            timings: list[tuple[str, float]] = []
-            try:
-                results[cid], timings = future.result()
-            except Exception as err:  # the process itself died: BrokenProcessPool
-                results[cid] = _failed(date, f"{err.__class__.__name__}: {err}", "its worker died")
-            for name, seconds in timings:
-                if on_step is not None:
-                    on_step(name, seconds, results[cid].steps.get(name))
-            r = results[cid]
-            outcome = r.status if r.stopped_at is None else f"stopped at {r.stopped_at}"
-            tell(f"cluster {cid}: {outcome} ({len(results)}/{len(cids)})")
+    batch = workers * TASKS_PER_WORKER
+    for first in range(0, len(cids), batch):
+        with ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=mp.get_context("spawn"),  # no fork of a process holding threads and locks
+            initializer=worker_start,
+            initargs=(os.getpid(), max(1, (os.cpu_count() or 1) // workers)),
+        ) as pool:
+            futures = {
+                pool.submit(_worker_night, settings, cid, date, now): cid
+                for cid in cids[first : first + batch]
+            }
+            for future in as_completed(futures):
+                cid = futures[future]
+                timings: list[tuple[str, float]] = []
+                try:
+                    results[cid], timings = future.result()
+                except Exception as err:  # the process itself died: BrokenProcessPool
+                    results[cid] = _failed(
+                        date, f"{err.__class__.__name__}: {err}", "its worker died"
+                    )
+                for name, seconds in timings:
+                    if on_step is not None:
+                        on_step(name, seconds, results[cid].steps.get(name))
+                r = results[cid]
+                outcome = r.status if r.stopped_at is None else f"stopped at {r.stopped_at}"
+                tell(f"cluster {cid}: {outcome} ({len(results)}/{len(cids)})")
     night.clusters.update((cid, results[cid]) for cid in cids)
 
 
