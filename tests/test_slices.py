@@ -91,6 +91,16 @@ def test_a_slice_that_no_longer_matches_is_never_read(lake: Lake) -> None:
     pd.testing.assert_frame_equal(got, filtered(rewritten, grown))
 
 
+def test_a_damaged_slice_is_left_for_the_raw_partition(tmp_path: pytest.TempPathFactory) -> None:
+    lake = Lake.from_uri(str(tmp_path))
+    whole = write_day(lake, D1, 3)
+    slice_window(lake, MEMBERS, [D1])
+    for key in slice_files(lake):
+        lake.store.put(key, b"not parquet")
+    got = view(lake, "two").read_partition("raw", "decisions", D1)
+    pd.testing.assert_frame_equal(got, filtered(whole, MEMBERS["two"]))
+
+
 def test_the_slices_of_days_before_the_window_are_deleted(lake: Lake) -> None:
     for i, day in enumerate((D1, D2, D3)):
         write_day(lake, day, i)

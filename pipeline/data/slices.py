@@ -86,7 +86,16 @@ def read_slice(
         data = store.get(_folder(feed, day) + str(entry["file"]))
     except FileNotFoundError:  # replaced by a cut running now: the raw partition answers
         return None
-    return pd.read_parquet(io.BytesIO(data), columns=columns)
+    try:
+        return pd.read_parquet(io.BytesIO(data), columns=columns)
+    except Exception as err:  # a damaged copy: the raw partition is the record
+        log.warning(
+            "slice %s%s unreadable (%s); reading the raw partition",
+            _folder(feed, day),
+            entry["file"],
+            err,
+        )
+        return None
 
 
 @dataclass
