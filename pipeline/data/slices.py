@@ -134,7 +134,8 @@ def slice_window(
         return done
     keys = {c: skus_key(s) for c, s in members.items()}
     for day in days:
-        parts = [p.rsplit("/", 1)[1] for p in lake.part_paths("raw", feed, day)]
+        paths = lake.part_paths("raw", feed, day)
+        parts = [p.rsplit("/", 1)[1] for p in paths]
         if not parts:
             continue
         index = _index(lake.store, feed, day)
@@ -146,7 +147,7 @@ def slice_window(
             done.current.append(day.isoformat())
             continue
         try:
-            done.rows += _cut_day(lake, feed, day, parts, members, keys, index)
+            done.rows += _cut_day(lake, feed, day, paths, members, keys, index)
         except (pa.ArrowException, KeyError, ValueError) as err:
             # parts of different schemas, say: the clusters filter this day's partition
             done.skipped[day.isoformat()] = str(err)
@@ -163,24 +164,23 @@ def _cut_day(
     lake: Lake,
     feed: str,
     day: dt.date,
-    parts: list[str],
+    paths: list[str],
     members: Mapping[str, list[str]],
     keys: Mapping[str, str],
     old: dict[str, Any] | None,
 ) -> int:
-    """One day of ``feed`` read part by part (each part once) into one Parquet object per
-    cluster, then the day's index; returns the rows written."""
+    """One day of ``feed`` read part by part (``paths``: its parts, each read once) into one
+    Parquet object per cluster, then the day's index; returns the rows written."""
     clusters = list(members)
     skus = [s for c in clusters for s in members[c]]
     code_of_sku = np.repeat(np.arange(len(clusters)), [len(members[c]) for c in clusters])
     value_set = pa.array(skus, pa.string())
-    folder = lake.partition_prefix("raw", feed, day) + "/"
     sinks: list[io.BytesIO] = []
     writers: list[pq.ParquetWriter] = []
     schema: pa.Schema | None = None
     rows = 0
-    for name in parts:
-        table = pq.read_table(io.BytesIO(lake.store.get(folder + name)))
+    for path in paths:
+        table = pq.read_table(io.BytesIO(lake.store.get(path)))
         if schema is None:
             schema = table.schema
             sinks = [io.BytesIO() for _ in clusters]
@@ -198,6 +198,7 @@ def _cut_day(
             if bounds[i + 1] > bounds[i]:
                 writer.write_table(table.take(pa.array(order[bounds[i] : bounds[i + 1]])))
         rows += int(bounds[-1] - bounds[0])
+    parts = [p.rsplit("/", 1)[1] for p in paths]
     index: dict[str, Any] = {"feed": feed, "date": day.isoformat(), "parts": parts, "clusters": {}}
     out = _folder(feed, day)
     for cluster, writer, sink in zip(clusters, writers, sinks, strict=True):
