@@ -10,14 +10,76 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.contracts import ALGORITHMS, DEFAULT_ALGOS, TRAIN_INITS
 
+if TYPE_CHECKING:
+    from sim.served import Guardrails
+
 # Values that .env.example and tutorials use: a secret set to one of them is refused.
 PLACEHOLDERS = frozenset({"change-me", "changeme", "secret", "password", "token", "admin"})
+
+
+class ServedAs(BaseSettings):
+    """How the pricing service serves a policy (``PRICING_SERVE_*``): the A/B split,
+    exploration and the guardrails every answer goes through. The service's settings extend
+    these (`serving.config.ServeSettings`); the night evaluates its candidates through them
+    (`sim.served.AsServed`), so that what is evaluated is what is served."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PRICING_SERVE_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    # A/B split
+    treatment_share: float = Field(
+        0.05, ge=0.0, le=1.0, description="share of customers priced by the champion"
+    )
+    salt: str = Field("pricing-ab-1", min_length=1, description="salt of the customer hash")
+    # exploration
+    epsilon: float = Field(
+        0.05, ge=0.0, le=1.0, description="treatment: chance of a uniformly random price move"
+    )
+    epsilon_min: float = Field(0.01, ge=0.0, le=1.0, description="floor of the decaying epsilon")
+    epsilon_halflife_hours: float = Field(
+        168.0, gt=0.0, description="epsilon halves every this many hours of service"
+    )
+    control_epsilon: float = Field(
+        0.02, ge=0.0, le=1.0, description="control: exploration of the rule-based pricer"
+    )
+    explore_skus: tuple[str, ...] = Field(
+        (), description="SKU ids or category prefixes ('backpack-') that may explore; empty: all"
+    )
+    # guardrails
+    margin_floor: float = Field(
+        0.05, ge=0.0, le=1.0, description="never price below unit cost x (1 + margin_floor)"
+    )
+    max_step_levels: int = Field(
+        2, ge=0, description="largest price move per decision period, in ladder steps"
+    )
+    min_price_ratio: float = Field(0.0, ge=0.0, description="lowest price / reference price")
+    max_price_ratio: float = Field(10.0, gt=0.0, description="highest price / reference price")
+
+    @model_validator(mode="after")
+    def _check_served(self) -> ServedAs:
+        if self.min_price_ratio >= self.max_price_ratio:
+            raise ValueError(
+                "PRICING_SERVE_MIN_PRICE_RATIO must be below PRICING_SERVE_MAX_PRICE_RATIO"
+            )
+        if self.epsilon_min > self.epsilon:
+            raise ValueError("PRICING_SERVE_EPSILON_MIN must not exceed PRICING_SERVE_EPSILON")
+        return self
+
+    @property
+    def guardrails(self) -> Guardrails:
+        from sim.served import Guardrails  # numpy: not at import (DAG files read settings)
+
+        return Guardrails(
+            self.max_step_levels, self.min_price_ratio, self.max_price_ratio, self.margin_floor
+        )
 
 
 class Settings(BaseSettings):

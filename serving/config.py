@@ -1,51 +1,23 @@
 """The service's settings: environment variables with the ``PRICING_SERVE_`` prefix.
 
-The lake, the registry and the admin token are the pipeline's (`pipeline.settings.Settings`).
+The lake, the registry and the admin token are the pipeline's (`pipeline.settings.Settings`); the
+A/B split, exploration and guardrails (`pipeline.settings.ServedAs`) are read by the night too, which
+evaluates candidates as they will be served.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+
+from pipeline.settings import ServedAs
 
 
-class ServeSettings(BaseSettings):
-    """Every knob of the pricing service; invalid values fail at start, naming the variable."""
+class ServeSettings(ServedAs):
+    """Every knob of the pricing service; invalid values fail at start, naming the variable.
+    The A/B split, exploration and guardrails are `ServedAs`'s, which the night reads too."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="PRICING_SERVE_", env_file=".env", extra="ignore", frozen=True
-    )
-
-    # A/B split
-    treatment_share: float = Field(
-        0.05, ge=0.0, le=1.0, description="share of customers priced by the champion"
-    )
-    salt: str = Field("pricing-ab-1", min_length=1, description="salt of the customer hash")
-    # exploration
-    epsilon: float = Field(
-        0.05, ge=0.0, le=1.0, description="treatment: chance of a uniformly random price move"
-    )
-    epsilon_min: float = Field(0.01, ge=0.0, le=1.0, description="floor of the decaying epsilon")
-    epsilon_halflife_hours: float = Field(
-        168.0, gt=0.0, description="epsilon halves every this many hours of service"
-    )
-    control_epsilon: float = Field(
-        0.02, ge=0.0, le=1.0, description="control: exploration of the rule-based pricer"
-    )
-    explore_skus: tuple[str, ...] = Field(
-        (), description="SKU ids or category prefixes ('backpack-') that may explore; empty: all"
-    )
-    # guardrails
-    margin_floor: float = Field(
-        0.05, ge=0.0, le=1.0, description="never price below unit cost x (1 + margin_floor)"
-    )
-    max_step_levels: int = Field(
-        2, ge=0, description="largest price move per decision period, in ladder steps"
-    )
-    min_price_ratio: float = Field(0.0, ge=0.0, description="lowest price / reference price")
-    max_price_ratio: float = Field(10.0, gt=0.0, description="highest price / reference price")
     # the season clock
     season_start: dt.datetime | None = Field(
         None,
@@ -65,13 +37,3 @@ class ServeSettings(BaseSettings):
     )
     flush_seconds: float = Field(5.0, gt=0.0, description="how often due decisions are written")
     writer_id: str = Field("", description="names this process's part files; default: host-pid")
-
-    @model_validator(mode="after")
-    def _check(self) -> ServeSettings:
-        if self.min_price_ratio >= self.max_price_ratio:
-            raise ValueError(
-                "PRICING_SERVE_MIN_PRICE_RATIO must be below PRICING_SERVE_MAX_PRICE_RATIO"
-            )
-        if self.epsilon_min > self.epsilon:
-            raise ValueError("PRICING_SERVE_EPSILON_MIN must not exceed PRICING_SERVE_EPSILON")
-        return self

@@ -36,6 +36,7 @@ from serving.store import Store
 from sim.market import Market, ladder_level
 from sim.params import MarketParams
 from sim.policies import RulePolicy
+from sim.served import explore, served_propensity
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,7 @@ class Pricer:
         self.knobs = Knobs.of(serve)
         self.started = time.time()
         self._cache: dict[tuple[str, int], dict[str, Decision]] = {}
+        self.guardrails = serve.guardrails
 
     # -- arms and exploration ------------------------------------------------------------------
     def arm(self, customer_id: str) -> Arm:
@@ -232,14 +234,8 @@ class Pricer:
         p, k, level, market, obs, states = self.observation(arm, period, batch)
         probs, greedy, policy, version = self._probs(arm, p, market, obs, skus)
         action = self._draw(arm, period, skus, probs)
-        served, raw = self._guard(p, k, level)
-        rows = np.arange(len(batch))
-        chosen = served[rows, action]
-        same = served == chosen[:, None]
-        propensity = (probs * same).sum(axis=1)
-        clipped = chosen != raw[rows, action]
-        unclipped = same & (raw == chosen[:, None])
-        logged = np.where(unclipped.any(axis=1), unclipped.argmax(axis=1), action)
+        served, raw = self.guardrails.levels(p, k, level)
+        chosen, logged, propensity, clipped = served_propensity(probs, served, raw, action)
         explored = action != greedy
         holds = [
             (
@@ -252,7 +248,7 @@ class Pricer:
                 int(explored[j]),
                 int(clipped[j]),
             )
-            for j in rows
+            for j in range(len(batch))
         ]
         if self.store.decide(arm, period, holds, states) < len(holds):
             return None
@@ -295,44 +291,27 @@ class Pricer:
         return ema, states
 
     def _probs(
-        self, arm: Arm, p: MarketParams, market: Any, obs: np.ndarray, skus: list[str]
+        self, arm: Arm, p: MarketParams, market: Market, obs: np.ndarray, skus: list[str]
     ) -> tuple[np.ndarray, np.ndarray, PolicyName, str | None]:
+        """Each SKU's action probabilities as served (`sim.served.explore`) and greedy action:
+        treatment the champion's, control (or treatment without a champion) the rule-based
+        pricer's, the one the evaluation runs."""
         champion = self.champion
-        explore = np.array([self._explores(s) for s in skus])
+        explore_ok = np.array([self._explores(s) for s in skus])
         if arm == "treatment" and champion is not None:
             greedy = champion.policy.actions(obs, market.sku)
-            eps = self.epsilon_now() * explore
+            eps = self.epsilon_now() * explore_ok
             policy: PolicyName = "champion"
             version: str | None = (
                 champion.version if self.tag is None else f"{champion.version}@{self.tag}"
             )
         else:
-            base = RulePolicy(p, margin_floor=self.serve.margin_floor).probs(market, obs)
-            greedy = base.argmax(axis=1)
-            eps = (self.knobs.control_epsilon * explore).astype(float)
+            greedy = RulePolicy(p).probs(market, obs).argmax(axis=1)
+            eps = (self.knobs.control_epsilon * explore_ok).astype(float)
             policy, version = ("rule" if arm == "control" else "fallback"), None
-        onehot = np.zeros((len(skus), p.A))
-        onehot[np.arange(len(skus)), greedy] = 1.0
-        probs = (1.0 - eps[:, None]) * onehot + eps[:, None] / p.A
-        return probs, greedy, policy, version
+        return explore(greedy, eps, p.A), greedy, policy, version
 
     def _draw(self, arm: Arm, period: int, skus: list[str], probs: np.ndarray) -> np.ndarray:
         u = np.array([unit_point(self.serve.salt, f"{s}\x1f{arm}\x1f{period}") for s in skus])
         cdf = probs.cumsum(axis=1)
         return np.asarray(np.minimum((u[:, None] >= cdf).sum(axis=1), probs.shape[1] - 1))
-
-    def _guard(
-        self, p: MarketParams, k: np.ndarray, level: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(served, raw) levels for every action, shape (N, A)."""
-        s = self.serve
-        raw = np.clip(level[:, None] + p.moves[None, :], 0, p.L - 1)
-        step = np.clip(raw, level[:, None] - s.max_step_levels, level[:, None] + s.max_step_levels)
-        ratios = p.ratios
-        lo = int(np.searchsorted(ratios, s.min_price_ratio - 1e-9))
-        hi = int(np.searchsorted(ratios, s.max_price_ratio + 1e-9)) - 1
-        bounded = np.clip(step, lo, max(lo, hi))
-        floor_ratio = p.unit_cost[k] * (1.0 + s.margin_floor) / p.ref_price[k]
-        floor = np.minimum(np.searchsorted(ratios, floor_ratio - 1e-12), p.L - 1)
-        served = np.maximum(bounded, floor[:, None])
-        return served, raw

@@ -66,8 +66,9 @@ class LiveWorld:
         competitor_ratio: np.ndarray,
         ema: np.ndarray,
     ) -> tuple[Market, np.ndarray]:
-        """A `Market` in the live state (for policies that read it, like the rule-based pricer;
-        the competitor's price is its nearest modelled state) and the observation."""
+        """A `Market` in the live state (for policies that read it, like the rule-based pricer:
+        the competitor's price as the request gives it, and its nearest modelled state) and the
+        observation."""
         n = len(sku)
         m = Market(p, n)
         m.sku = sku
@@ -75,6 +76,7 @@ class LiveWorld:
         m.inventory = np.minimum(inventory, p.capacity[sku])
         m.level = level
         m.comp = np.abs(p.comp_ratio[sku] - competitor_ratio[:, None]).argmin(axis=1)
+        m.comp_ratio_given = np.asarray(competitor_ratio, dtype=float)
         m.velocity, m.views_ema, m.carts_ema = ema[:, 0], ema[:, 1], ema[:, 2]
         obs = observe(
             p,

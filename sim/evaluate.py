@@ -65,7 +65,7 @@ def rollout(
             actions = probs.argmax(axis=1)
         else:
             actions, probs = policy.act(market, obs, policy_rng)
-        out = market.step(actions, exo, endo)
+        out = market.step(actions, exo, endo, levels=policy.levels(market, actions))
         policy.update(market, out)
         counts += np.bincount(actions, minlength=params.A)
         totals["profit"] += out.reward

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from sim.feeds import DECISION_COLUMNS, OUTCOMES, PURCHASE
-from sim.market import Market, StepOutcome, make_streams
+from sim.market import Market, StepOutcome, make_streams, split_sold
 from sim.policies import EpsilonGreedy, Policy, RulePolicy
 from sim.world import World
 
@@ -68,15 +68,6 @@ def episode_world(world: World, start: dt.datetime) -> World:
     return world.model_copy(update={"horizon": horizon})
 
 
-def _split_sold(intents: np.ndarray, sold: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Which segments' carts got the units when stock ran short (uniformly among the carts)."""
-    out = intents.copy()
-    short = np.flatnonzero(intents.sum(axis=1) > sold)
-    for i in short:
-        out[i] = rng.multivariate_hypergeometric(intents[i], int(sold[i]))
-    return out
-
-
 def _rows(
     out: StepOutcome,
     actions: np.ndarray,
@@ -89,7 +80,7 @@ def _rows(
 ) -> pd.DataFrame:
     """Expand one step's per-segment counts into one row per visitor."""
     intents = out.carts - out.abandons
-    bought = _split_sold(intents, out.sold, rng)
+    bought = split_sold(intents, out.sold, rng)
     stocked_out = intents - bought
     viewed_only = out.views - out.carts
     # counts[i, s, o] for outcomes in OUTCOMES order

@@ -176,6 +176,48 @@ class StepOutcome:
     done: np.ndarray
 
 
+@dataclass(frozen=True)
+class Arrivals:
+    """The exogenous draws of one step: what no price can change."""
+
+    views: np.ndarray  # (N, S) visitors per segment
+    u_comp: np.ndarray  # (N,) uniform draw that moves the competitor's state
+
+
+@dataclass(frozen=True)
+class Response:
+    """The visitors' choices in one step, per group of visitors who saw one price. A shelf that
+    shows one price has one group; an experiment that shows two prices on one shelf (visitors
+    randomised between arms) has one group per price, all selling from the same stock.
+
+    Shapes: N episodes, S segments, G groups.
+    """
+
+    old: np.ndarray  # (N, G) ladder level the group saw before this step
+    level: np.ndarray  # (N, G) ladder level shown this step
+    views: np.ndarray  # (N, S, G)
+    carts: np.ndarray  # (N, S, G) carts, including the abandoned ones
+    abandons: np.ndarray  # (N, S, G)
+    sold: np.ndarray  # (N, G) units sold (stock shared by the groups)
+    price: np.ndarray  # (N, G)
+    margin: np.ndarray  # (N, G)
+    reward: np.ndarray  # (N, G) before the clearance bonus (which belongs to the shelf)
+
+    @property
+    def changed(self) -> np.ndarray:
+        return np.asarray(self.level != self.old)
+
+
+def split_sold(intents: np.ndarray, sold: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Which carts got the units when stock ran short (uniformly among the carts): ``intents``
+    (N, M) carts kept per cell, ``sold`` (N,) units sold; returns the units per cell."""
+    out = np.array(intents, copy=True)
+    short = np.flatnonzero(intents.sum(axis=1) > sold)
+    for i in short:
+        out[i] = rng.multivariate_hypergeometric(intents[i], int(sold[i]))
+    return out
+
+
 class Market:
     """N SKU-episodes of one world, stepped together."""
 
@@ -192,6 +234,9 @@ class Market:
         self.velocity = np.zeros(n)
         self.views_ema = np.zeros(n)
         self.carts_ema = np.zeros(n)
+        # the competitor's price / reference where it is known exactly (a live request); None:
+        # its modelled state's (``comp``)
+        self.comp_ratio_given: np.ndarray | None = None
         self._seg = np.arange(params.S)
         self.obs_low, self.obs_high = obs_bounds(params)
 
@@ -212,8 +257,15 @@ class Market:
         return np.asarray(self.p.ref_price[self.sku] * self.p.ratios[self.level])
 
     @property
+    def competitor_ratio(self) -> np.ndarray:
+        """The competitor's price / the SKU's reference price."""
+        if self.comp_ratio_given is not None:
+            return self.comp_ratio_given
+        return np.asarray(self.p.comp_ratio[self.sku, self.comp])
+
+    @property
     def competitor_price(self) -> np.ndarray:
-        return np.asarray(self.p.ref_price[self.sku] * self.p.comp_ratio[self.sku, self.comp])
+        return np.asarray(self.p.ref_price[self.sku] * self.competitor_ratio)
 
     def observe(self) -> np.ndarray:
         """Per-SKU normalised observations, shape (N, 16 + S), float32 (see `observe`)."""
@@ -223,92 +275,127 @@ class Market:
             self.t,
             self.inventory,
             self.p.ratios[self.level],
-            self.p.comp_ratio[self.sku, self.comp],
+            self.competitor_ratio,
             self.velocity,
             self.views_ema,
             self.carts_ema,
         )
 
     def step(
-        self, actions: np.ndarray, exo: np.random.Generator, endo: np.random.Generator
+        self,
+        actions: np.ndarray,
+        exo: np.random.Generator,
+        endo: np.random.Generator,
+        levels: np.ndarray | None = None,
     ) -> StepOutcome:
-        """Advance every episode one step. Episodes already at the horizon must be reset first."""
+        """Advance every episode one step. Episodes already at the horizon must be reset first.
+        ``levels``: where the price lands when it is not where the actions move it (a served
+        policy's guardrails, `sim.served`)."""
         p = self.p
         actions = np.asarray(actions, dtype=np.int64).reshape(self.n)
         if (actions < 0).any() or (actions >= p.A).any():
             raise ValueError(f"actions must be integers in [0, {p.A - 1}] (got {actions})")
+        old = self.level
+        if levels is None:
+            new = np.clip(old + p.moves[actions], 0, p.L - 1)
+        else:
+            new = np.asarray(levels, dtype=np.int64).reshape(self.n)
+            if (new < 0).any() or (new >= p.L).any():
+                raise ValueError(f"levels must be integers in [0, {p.L - 1}] (got {new})")
+        inv, comp, comp_price = self.inventory, self.comp, self.competitor_price
+        t = self.t
+        arrivals = self.arrive(exo)
+        r = self.respond(arrivals.views[:, :, None], new[:, None], old[:, None], endo)
+        bonus, done = self.advance(arrivals, r)
+        sold = r.sold[:, 0]
+        return StepOutcome(
+            t=t.copy(),
+            sku=self.sku.copy(),
+            inventory_before=inv.copy(),
+            level_before=old.copy(),
+            level=new,
+            comp_before=comp.copy(),
+            price=r.price[:, 0],
+            competitor_price=comp_price,
+            views=arrivals.views,
+            carts=r.carts[:, :, 0],
+            abandons=r.abandons[:, :, 0],
+            sold=sold,
+            margin=r.margin[:, 0],
+            revenue=sold * r.price[:, 0],
+            changed=new != old,
+            bonus=bonus,
+            reward=r.reward[:, 0] + bonus,
+            done=done,
+        )
+
+    def arrive(self, exo: np.random.Generator) -> Arrivals:
+        """This step's visitors per segment and the competitor's draw: Poisson arrivals with the
+        step's seasonality (over-dispersed by a Gamma shock where the world says so). The shapes
+        never depend on the actions, so policies on the same seed meet the same visitors."""
+        p = self.p
         if np.any(self.t >= p.T):
             raise RuntimeError("an episode is past its horizon; reset it before stepping")
-        k, t, comp = self.sku, self.t, self.comp
-        old = self.level
-        new = np.clip(old + p.moves[actions], 0, p.L - 1)
-        changed = new != old
-        inv = self.inventory
-        comp_price = self.competitor_price
-
-        # exogenous: visitors and the competitor's next state (shapes independent of the actions)
+        k, t = self.sku, self.t
         lam = p.arrivals[k, t][:, None] * p.seg_mix[t]
         if p.dispersion.any():  # over-dispersed demand: a Gamma(1/a, a) shock to the step's rate
             lam = lam * demand_shock(p.dispersion[k], exo)[:, None]
-        views = exo.poisson(lam)
-        u_comp = exo.random(self.n)
+        return Arrivals(exo.poisson(lam), exo.random(self.n))
 
-        # endogenous: carts, abandons, purchases at the price just set
-        q = p.buy_prob[k[:, None], self._seg[None, :], new[:, None], comp[:, None]]
+    def respond(
+        self, views: np.ndarray, level: np.ndarray, old: np.ndarray, endo: np.random.Generator
+    ) -> Response:
+        """The visitors' choices: each of ``views`` (N, S, G) carts with the world's probability
+        at its group's price ``level`` (N, G), abandons with the probability of the move from
+        ``old`` (N, G) (what the group saw before), and the rest buy while the shared stock
+        lasts (when it runs short, the units go to carts drawn uniformly)."""
+        p = self.p
+        k, comp, inv = self.sku, self.comp, self.inventory
+        q = p.buy_prob[
+            k[:, None, None], self._seg[None, :, None], level[:, None, :], comp[:, None, None]
+        ]
         carts = endo.binomial(views, q)
-        abandons = endo.binomial(carts, p.abandon[old, new][:, None])
-        abandons *= (inv > 0)[:, None]
-        intents = (carts - abandons).sum(axis=1)
-        sold = np.minimum(intents, inv)
-
-        price = p.ref_price[k] * p.ratios[new]
-        unit_margin = price - p.unit_cost[k]
-        margin = sold * unit_margin
+        abandons = endo.binomial(carts, p.abandon[old, level][:, None, :])
+        abandons *= (inv > 0)[:, None, None]
+        intents = (carts - abandons).sum(axis=1)  # (N, G)
+        total = intents.sum(axis=1)
+        sold_total = np.minimum(total, inv)
+        # one group takes what sold; several share it out by a draw (only then: one group
+        # consumes exactly the draws it always did)
+        sold = sold_total[:, None] if level.shape[1] == 1 else split_sold(intents, sold_total, endo)
+        price = p.ref_price[k][:, None] * p.ratios[level]
+        margin = sold * (price - p.unit_cost[k][:, None])
         reward = (
             p.margin_weight * margin
             - p.abandon_cost * abandons.sum(axis=1)
-            - p.change_cost[k] * changed
+            - p.change_cost[k][:, None] * (level != old)
         )
+        return Response(old, level, views, carts, abandons, sold, price, margin, reward)
 
-        # transition
-        inv_after = inv - sold
+    def advance(self, arrivals: Arrivals, r: Response) -> tuple[np.ndarray, np.ndarray]:
+        """The step ends: stock goes down by what sold, a scheduled restock arrives, the
+        clearance bonus is paid at the horizon, the competitor moves, the averages of sales,
+        views and carts take the step's counts; the price in force is the first group's.
+        Returns (bonus, done) per episode."""
+        p = self.p
+        k, t = self.sku, self.t
+        inv_after = self.inventory - r.sold.sum(axis=1)
         t_next = t + 1
         done = t_next >= p.T
         restock = np.where(done, 0, p.restock[k, np.minimum(t_next, p.T - 1)])
         inv_next = np.minimum(p.capacity[k], inv_after + restock)
         bonus = np.where(done & (inv_next <= p.clear_max_left[k]), p.clear_bonus[k], 0.0)
-        reward = reward + bonus
-        comp_next = (u_comp[:, None] > p.comp_cdf[comp]).sum(axis=1)
-
-        outcome = StepOutcome(
-            t=t.copy(),
-            sku=k.copy(),
-            inventory_before=inv.copy(),
-            level_before=old.copy(),
-            level=new,
-            comp_before=comp.copy(),
-            price=price,
-            competitor_price=comp_price,
-            views=views,
-            carts=carts,
-            abandons=abandons,
-            sold=sold,
-            margin=margin,
-            revenue=sold * price,
-            changed=changed,
-            bonus=bonus,
-            reward=reward,
-            done=done,
-        )
+        comp_next = (arrivals.u_comp[:, None] > p.comp_cdf[self.comp]).sum(axis=1)
         a = p.velocity_alpha
-        self.velocity = (1 - a) * self.velocity + a * sold
-        self.views_ema = (1 - a) * self.views_ema + a * views.sum(axis=1)
-        self.carts_ema = (1 - a) * self.carts_ema + a * carts.sum(axis=1)
-        self.level = new
+        self.velocity = (1 - a) * self.velocity + a * r.sold.sum(axis=1)
+        self.views_ema = (1 - a) * self.views_ema + a * r.views.sum(axis=(1, 2))
+        self.carts_ema = (1 - a) * self.carts_ema + a * r.carts.sum(axis=(1, 2))
+        self.level = r.level[:, 0].copy()
         self.inventory = inv_next
         self.t = t_next
         self.comp = np.minimum(comp_next, p.C - 1)
-        return outcome
+        self.comp_ratio_given = None
+        return bonus, done
 
 
 def observation_columns(world: World) -> list[str]:

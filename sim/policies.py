@@ -61,6 +61,11 @@ class Policy:
     def update(self, market: Market, outcome: StepOutcome) -> None:
         """Learn from the step just taken (bandits)."""
 
+    def levels(self, market: Market, actions: np.ndarray) -> np.ndarray:
+        """The ladder level each action moves the price to (a served policy's guardrails may
+        land elsewhere: `sim.served.AsServed`)."""
+        return np.asarray(np.clip(market.level + market.p.moves[actions], 0, market.p.L - 1))
+
     def act(
         self, market: Market, obs: np.ndarray, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -188,6 +193,9 @@ class EpsilonGreedy(Policy):
 
     def update(self, market: Market, outcome: StepOutcome) -> None:
         self.base.update(market, outcome)
+
+    def levels(self, market: Market, actions: np.ndarray) -> np.ndarray:
+        return self.base.levels(market, actions)
 
     def probs(self, market: Market, obs: np.ndarray) -> np.ndarray:
         base = self.base.probs(market, obs)

@@ -115,6 +115,7 @@ def replay(figures: dict[str, Any]) -> None:
     for column in (
         "arm",
         "visitors",
+        "units",
         "profit / visitor [95% CI]",
         "conversion",
         "margin",
@@ -125,23 +126,30 @@ def replay(figures: dict[str, Any]) -> None:
     for arm in ("control", "treatment"):
         a = overall[arm]
         if not a.get("visitors"):
-            table.add_row(arm, "0", "", "", "", "")
+            table.add_row(arm, "0", "", "", "", "", "")
             continue
         lo, hi = a["profit_per_visitor_ci95"]
         margin = "" if a["margin"] is None else f"{a['margin']:.1%}"
         table.add_row(
             arm,
             f"{a['visitors']:,}",
+            f"{a['units']:,}",
             f"{a['profit_per_visitor']:.3f} [{lo:.3f}, {hi:.3f}]",
             f"{a['conversion']:.2%}",
             margin,
             f"{a['exploration_rate']:.1%}",
         )
     out().print(table)
-    c, t = overall["control"], overall["treatment"]
-    if c.get("visitors") and t.get("visitors") and c["profit_per_visitor"]:
-        uplift = t["profit_per_visitor"] / c["profit_per_visitor"] - 1
-        out().print(f"treatment profit per visitor vs control: {uplift:+.1%} (goal >= +15 %)")
+    for key, what in (("effect", "profit"), ("conversion_effect", "conversion")):
+        e = figures.get(key)
+        if e:
+            lo, hi = e["ci95"]
+            out().print(
+                f"treatment {what} per visitor vs control: {e['effect']:+.1%} "
+                f"[{lo:+.1%}, {hi:+.1%}] ({figures['design']} design: 95 % CI over "
+                f"{e['units']['treatment']:,} + {e['units']['control']:,} units of analysis, "
+                f"each a {e['unit']})"
+            )
 
 
 def doctor(findings: list[dict[str, Any]], title: str) -> None:

@@ -77,6 +77,13 @@ def replay(
     nightly: Annotated[bool, typer.Option(help="run the nightly loop at each midnight")] = True,
     data_dir: Annotated[Path | None, typer.Option(help="the service's data dir")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
+    visits_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--visits",
+            help="write every visitor's row here (Parquet): arm, unit, price, outcome, profit",
+        ),
+    ] = None,
 ) -> None:
     """The closed loop: a world's visitors against the running service (prices, outcomes), the
     night on the service's own decision log at each midnight, the service following what was
@@ -106,10 +113,14 @@ def replay(
         nightly,
         say,
     )
+    visits = figures.pop("visits")
     render.replay(figures)
     if json_out is not None:
         json_out.write_text(json.dumps(figures, indent=1, default=str))
         say(f"figures written to {json_out}")
+    if visits_out is not None:
+        visits.to_parquet(visits_out, index=False)
+        say(f"{len(visits):,} visitors' rows written to {visits_out}")
 
 
 @app.command()

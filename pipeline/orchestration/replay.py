@@ -1,14 +1,20 @@
 """`pricing replay`: the closed loop, played. A world's visitors meet the running pricing service
-over HTTP; each visitor's outcome is drawn from the world at the price the service showed and
-reported back; at each simulated midnight the service's own decision log (and the day's sales as a
-transactions feed) is in the lake, and the nightly loop runs on it; the service then follows
-whatever was promoted.
+over HTTP; what they do at the prices it shows is the world's answer, reported back; at each
+simulated midnight the service's own decision log (and the day's sales as a transactions feed) is
+in the lake, and the nightly loop runs on it; the service then follows whatever was promoted.
 
-The world moves as the simulator's market does (`sim.market.Market.step`), one visitor at a time:
-visitors per hour and segment are Poisson; a visitor carts with the world's purchase probability
-at the price shown, abandons with the world's probability for that price move, and buys if stock
-is left (else the cart is a stock-out). Both arms sell from the same shelf. Seasons start at the
-service's season anchor (the lake's first catalogue snapshot), as `pricing history` starts them.
+The world moves by the simulator's own dynamics, one decision period at a time, so a served policy
+meets exactly the market its evaluation ran: `sim.market.Market.arrive` draws the period's
+visitors, each is priced by the service, `Market.respond` draws their carts, abandons and
+purchases at the prices they were shown (visitors shown different prices of one SKU — two arms on
+one shelf — sell from the same stock), and `Market.advance` moves stock, restocks and the
+competitor on. Each season's random streams come from `season_seed`, which `pricing parity` gives
+the evaluation too: the replay and the evaluation of a season meet the same visitors and the same
+flash sales (common random numbers).
+
+Every visitor's profit is the objective's (margin, less an abandoned cart's cost; a price change
+costs the visitors of the period that saw it; the clearance bonus goes to the season's buyers),
+so the arms' totals over a season are the evaluation's episode profits.
 """
 
 from __future__ import annotations
@@ -24,183 +30,324 @@ import pandas as pd
 
 from pipeline.contracts import REPLAY_SHELF_PATH
 from pipeline.data.lake import Lake
+from pipeline.ops.experiment import ARMS, arm_figures, effect
 from pipeline.orchestration.service_client import ServiceClient
 from pipeline.settings import Settings
-from sim.feeds import ABANDON, CART, PURCHASE, TRANSACTIONS, VIEW
+from sim.feeds import ABANDON, OUTCOMES, PURCHASE, TRANSACTIONS, VIEW
 from sim.history import Clock, episode_world
-from sim.market import demand_shock, ladder_level
-from sim.params import MarketParams
-from sim.stats import mean_ci95
+from sim.market import Arrivals, Market, Response, ladder_level, make_streams, split_sold
 from sim.world import World
 
-ARMS = ("control", "treatment")
+# one row per visitor the replay played (what `pipeline.ops.experiment` analyses, and more)
+VISITS = (
+    "event_id", "ts", "date", "season", "t", "sku", "arm", "unit", "customer", "level", "price",
+    "outcome", "profit", "bought", "margin", "revenue", "explored", "washout",
+)  # fmt: skip
 
 
-@dataclass
-class Tally:
-    """Per arm: each visitor's profit (margin of what they bought), purchases, revenue."""
-
-    profit: dict[str, list[float]] = field(default_factory=lambda: {a: [] for a in ARMS})
-    bought: dict[str, list[float]] = field(default_factory=lambda: {a: [] for a in ARMS})
-    revenue: dict[str, float] = field(default_factory=lambda: dict.fromkeys(ARMS, 0.0))
-    explored: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ARMS, 0))
-    versions: set[str] = field(default_factory=set)
-
-    def add(self, arm: str, profit: float, bought: bool, revenue: float, explored: bool) -> None:
-        self.profit[arm].append(profit)
-        self.bought[arm].append(float(bought))
-        self.revenue[arm] += revenue
-        self.explored[arm] += int(explored)
-
-    def merge(self, other: Tally) -> None:
-        for arm in ARMS:
-            self.profit[arm] += other.profit[arm]
-            self.bought[arm] += other.bought[arm]
-            self.revenue[arm] += other.revenue[arm]
-            self.explored[arm] += other.explored[arm]
-        self.versions |= other.versions
-
-    def figures(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        for arm in ARMS:
-            profit = np.array(self.profit[arm])
-            n = len(profit)
-            if n == 0:
-                out[arm] = {"visitors": 0}
-                continue
-            ppv, lo, hi = mean_ci95(profit)
-            conv, clo, chi = mean_ci95(np.array(self.bought[arm]))
-            revenue = self.revenue[arm]
-            out[arm] = {
-                "visitors": n,
-                "profit_per_visitor": ppv,
-                "profit_per_visitor_ci95": [lo, hi],
-                "conversion": conv,
-                "conversion_ci95": [clo, chi],
-                "margin": float(profit.sum() / revenue) if revenue > 0 else None,
-                "exploration_rate": self.explored[arm] / n,
-            }
-        return out
+def season_seed(seed: int, season: int) -> int:
+    """The seed of season ``season``'s market streams (`sim.market.make_streams`): the replay
+    and the evaluation of that season draw the same visitors and competitor moves."""
+    return int(np.random.SeedSequence([seed, season]).generate_state(1)[0])
 
 
 @dataclass
 class Shelf:
-    """The world's state the visitors meet: stock, the competitor's state, the season's step."""
+    """The world the visitors meet in one season: a `Market` with one slot per SKU, its random
+    streams, the level each arm's visitors last saw, and the last period's counts."""
 
-    params: MarketParams
-    inventory: np.ndarray
-    comp: np.ndarray
-    last_level: dict[tuple[int, str], int] = field(default_factory=dict)
-    counts: np.ndarray = field(init=False)  # views, carts, sales per SKU in the last period
+    season: int
+    market: Market
+    exo: np.random.Generator
+    endo: np.random.Generator
+    last: dict[str, np.ndarray]  # arm -> (K,) ladder level its visitors last saw
+    counts: np.ndarray  # (K, 3) views, carts, sales of the last period
+    bonus: np.ndarray = field(init=False)  # (K,) clearance bonus paid at the season's end
 
     def __post_init__(self) -> None:
-        self.counts = np.zeros((len(self.inventory), 3), dtype=np.int64)
+        self.bonus = np.zeros(self.market.n)
+
+    @property
+    def ended(self) -> bool:
+        return bool(self.market.t[0] >= self.market.p.T)
+
+    @classmethod
+    def new(
+        cls,
+        world: World,
+        anchor: dt.datetime,
+        season: int,
+        seed: int,
+        last: dict[str, np.ndarray] | None = None,
+    ) -> Shelf:
+        """The shelf at the start of the ``season``-th season after ``anchor``: stock, prices
+        and the competitor as the world starts an episode (the arms' last prices carry over:
+        the service keeps its own)."""
+        p = episode_world(world, Clock.of(world, anchor).season_start(season)).compile()
+        m = Market(p, p.K)
+        m.reset(np.arange(p.K), np.arange(p.K))
+        exo, endo = make_streams(np.random.default_rng(season_seed(seed, season)))
+        levels = last or {arm: m.level.copy() for arm in ARMS}
+        return cls(season, m, exo, endo, levels, np.zeros((p.K, 3), dtype=np.int64))
+
+    def state(self) -> dict[str, Any]:
+        m = self.market
+        return {
+            "season": self.season,
+            "t": m.t.tolist(),
+            "inventory": m.inventory.tolist(),
+            "level": m.level.tolist(),
+            "comp": m.comp.tolist(),
+            "ema": [m.velocity.tolist(), m.views_ema.tolist(), m.carts_ema.tolist()],
+            "streams": [self.exo.bit_generator.state, self.endo.bit_generator.state],
+            "last": {arm: v.tolist() for arm, v in self.last.items()},
+            "counts": self.counts.tolist(),
+        }
+
+    @classmethod
+    def of_state(cls, world: World, anchor: dt.datetime, s: dict[str, Any]) -> Shelf:
+        shelf = cls.new(world, anchor, int(s["season"]), 0)
+        m = shelf.market
+        m.t = np.array(s["t"], dtype=np.int64)
+        m.inventory = np.array(s["inventory"], dtype=np.int64)
+        m.level = np.array(s["level"], dtype=np.int64)
+        m.comp = np.array(s["comp"], dtype=np.int64)
+        m.velocity, m.views_ema, m.carts_ema = (np.array(v, dtype=float) for v in s["ema"])
+        shelf.exo.bit_generator.state, shelf.endo.bit_generator.state = s["streams"]
+        shelf.last = {arm: np.array(v, dtype=np.int64) for arm, v in s["last"].items()}
+        shelf.counts = np.array(s["counts"], dtype=np.int64)
+        return shelf
 
 
-def save_shelf(lake: Lake, world: World, next_day: dt.date, state: dict[str, Any]) -> None:
+def save_shelf(lake: Lake, world: World, next_day: dt.date, seed: int, shelf: Shelf) -> None:
     """The world's state at the end of a replay, so that the next one (from ``next_day``) goes
     on from it instead of restocking a season in its middle."""
-    shelf: Shelf = state["shelf"]
     payload = {
         "world": world.fingerprint(),
         "next_day": next_day.isoformat(),
-        "season": state["season"],
-        "inventory": shelf.inventory.tolist(),
-        "comp": shelf.comp.tolist(),
-        "counts": shelf.counts.tolist(),
-        "last_level": [[k, arm, level] for (k, arm), level in shelf.last_level.items()],
+        "seed": seed,
+        "shelf": shelf.state(),
     }
     lake.write_bytes(REPLAY_SHELF_PATH, json.dumps(payload).encode())
 
 
-def load_shelf(lake: Lake, world: World, day: dt.date, anchor: dt.datetime) -> dict[str, Any]:
-    """The state an earlier replay left for ``day`` in this world, else empty (a fresh shelf)."""
+def load_shelf(lake: Lake, world: World, day: dt.date, anchor: dt.datetime) -> Shelf | None:
+    """The state an earlier replay left for ``day`` in this world, else None (a fresh shelf)."""
     if not lake.exists(REPLAY_SHELF_PATH):
-        return {}
+        return None
     saved = json.loads(lake.read_bytes(REPLAY_SHELF_PATH))
     if saved.get("world") != world.fingerprint() or saved.get("next_day") != day.isoformat():
-        return {}
-    season = int(saved["season"])
-    shelf = new_shelf(world, anchor, season)
-    shelf.inventory = np.array(saved["inventory"], dtype=np.int64)
-    shelf.comp = np.array(saved["comp"], dtype=np.int64)
-    shelf.counts = np.array(saved["counts"], dtype=np.int64)
-    shelf.last_level = {(int(k), str(arm)): int(level) for k, arm, level in saved["last_level"]}
-    return {"season": season, "shelf": shelf}
-
-
-def new_shelf(world: World, anchor: dt.datetime, season: int) -> Shelf:
-    """The shelf at the start of the ``season``-th season after ``anchor``."""
-    p = episode_world(world, Clock.of(world, anchor).season_start(season)).compile()
-    k = len(world.skus)
-    return Shelf(p, p.initial_inventory.copy(), np.full(k, p.comp_initial, dtype=np.int64))
+        return None
+    if "shelf" not in saved:  # written by an earlier version of the replay
+        return None
+    return Shelf.of_state(world, anchor, saved["shelf"])
 
 
 @dataclass
-class Day:
-    tally: Tally
-    transactions: pd.DataFrame
+class Visitors:
+    """A period's visitors in the order they arrive, and the service's answers to them."""
+
+    arrivals: Arrivals
+    k: np.ndarray  # SKU index of each visitor
+    seg: np.ndarray
+    customer: list[str]
+    ts: list[dt.datetime]
+    answers: list[dict[str, Any]] = field(default_factory=list)
+    level: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    group: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
-@dataclass(frozen=True)
-class Visit:
-    arm: str
-    price: float
-    outcome: str
-    bought: bool
-    explored: bool
-    event_id: str
+def _arrive(
+    shelf: Shelf, start: dt.datetime, step_hours: int, rng: np.random.Generator, customers: int
+) -> Visitors:
+    """The period's visitors (`Market.arrive`), each with a customer id and a moment."""
+    arrivals = shelf.market.arrive(shelf.exo)
+    K, S = arrivals.views.shape
+    cell = np.repeat(np.arange(K * S), arrivals.views.reshape(-1))
+    rng.shuffle(cell)
+    seconds = np.sort(rng.uniform(0, step_hours * 3600.0, size=len(cell)))
+    ids = rng.integers(customers, size=len(cell))
+    return Visitors(
+        arrivals,
+        cell // S,
+        cell % S,
+        [f"c{int(i)}" for i in ids],
+        [start + dt.timedelta(seconds=float(s)) for s in seconds],
+    )
 
 
-def _visit(
+def _ask(client: ServiceClient, shelf: Shelf, world: World, v: Visitors) -> None:
+    """Each visitor's price from the service, with what the platform knows of the SKU at the
+    start of the period (stock, the competitor's price, the last period's counts); visitors of
+    one SKU shown one price by one arm form a group (two arms on one shelf make two)."""
+    m = shelf.market
+    competitor = m.competitor_price
+    for k, seg, customer, ts in zip(v.k, v.seg, v.customer, v.ts, strict=True):
+        views, carts, sales = (int(x) for x in shelf.counts[k])
+        v.answers.append(
+            client.call(
+                "POST",
+                "/v1/price",
+                {
+                    "sku": world.skus[k].id,
+                    "customer_id": customer,
+                    "ts": ts.isoformat(),
+                    "inventory": int(m.inventory[k]),
+                    "competitor_price": float(competitor[k]),
+                    "segment": world.segments[seg].name,
+                    "views": views,
+                    "carts": carts,
+                    "sales": sales,
+                },
+            )
+        )
+    ratio = np.array([float(a["price"]) for a in v.answers]) / m.p.ref_price[v.k]
+    v.level = ladder_level(m.p, ratio) if len(ratio) else np.zeros(0, dtype=np.int64)
+    keys: dict[int, dict[tuple[str, int], int]] = {}
+    v.group = np.zeros(len(v.k), dtype=np.int64)
+    for j, a in enumerate(v.answers):
+        mine = keys.setdefault(int(v.k[j]), {})
+        v.group[j] = mine.setdefault((a["arm"], int(v.level[j])), len(mine))
+
+
+def _respond(shelf: Shelf, v: Visitors, rng: np.random.Generator) -> tuple[np.ndarray, Response]:
+    """The market's answer to the period's prices (`Market.respond`), and each visitor's outcome:
+    the counts of each SKU, segment and group handed to that cell's visitors in a random order."""
+    m = shelf.market
+    p = m.p
+    G = int(v.group.max()) + 1 if len(v.group) else 1
+    views = np.zeros((p.K, p.S, G), dtype=np.int64)
+    np.add.at(views, (v.k, v.seg, v.group), 1)
+    # a group without visitors keeps the price in force (the service decides when asked)
+    new = np.repeat(m.level[:, None], G, axis=1)
+    old = new.copy()
+    for j, a in enumerate(v.answers):
+        new[v.k[j], v.group[j]] = v.level[j]
+        old[v.k[j], v.group[j]] = shelf.last[a["arm"]][v.k[j]]
+    r = m.respond(views, new, old, shelf.endo)
+    intents = r.carts - r.abandons  # (K, S, G)
+    flat = intents.transpose(0, 2, 1).reshape(p.K * G, p.S)
+    bought = split_sold(flat, r.sold.reshape(-1), rng).reshape(p.K, G, p.S).transpose(0, 2, 1)
+    # per cell, in OUTCOMES order: viewed only, carted on an empty shelf, bought, abandoned
+    counts = np.stack([views - r.carts, intents - bought, bought, r.abandons], axis=3)
+    outcome = np.empty(len(v.k), dtype=object)
+    cells: dict[tuple[int, int, int], list[int]] = {}
+    for j in range(len(v.k)):
+        cells.setdefault((int(v.k[j]), int(v.seg[j]), int(v.group[j])), []).append(j)
+    for (k, s, g), members in cells.items():
+        labels = np.repeat(np.array(OUTCOMES, dtype=object), counts[k, s, g])
+        outcome[rng.permutation(members)] = labels
+    return outcome, r
+
+
+def _rows(
+    shelf: Shelf, world: World, day: dt.date, v: Visitors, outcome: np.ndarray, r: Response
+) -> pd.DataFrame:
+    """The visitors' rows (`VISITS`): each one's profit is the objective's share of the step
+    (margin, less an abandoned cart's cost, less the price change's cost shared by the group
+    that saw it)."""
+    p = shelf.market.p
+    n = len(v.k)
+    price = p.ref_price[v.k] * p.ratios[v.level]
+    bought = (outcome == PURCHASE).astype(np.int64)
+    margin = bought * (price - p.unit_cost[v.k])
+    size = np.zeros(r.level.shape)
+    np.add.at(size, (v.k, v.group), 1)
+    change = p.change_cost[v.k] * r.changed[v.k, v.group] / np.maximum(size[v.k, v.group], 1)
+    profit = p.margin_weight * margin - p.abandon_cost * (outcome == ABANDON) - change
+    arms = [a["arm"] for a in v.answers]
+    return pd.DataFrame(
+        {
+            "event_id": [a["event_id"] for a in v.answers],
+            "ts": v.ts,
+            "date": [day.isoformat()] * n,
+            "season": shelf.season,
+            "t": int(shelf.market.t[0]),
+            "sku": [world.skus[k].id for k in v.k],
+            "arm": arms,
+            "unit": [a.get("unit") or c for a, c in zip(v.answers, v.customer, strict=True)],
+            "customer": v.customer,
+            "level": v.level,
+            "price": price,
+            "outcome": outcome.astype(str) if n else np.zeros(0, dtype=str),
+            "profit": profit,
+            "bought": bought,
+            "margin": margin,
+            "revenue": bought * price,
+            "explored": [bool(a["explored"]) for a in v.answers],
+            "washout": [bool(a.get("washout", False)) for a in v.answers],
+        },
+        columns=list(VISITS),
+    )
+
+
+def play_period(
     client: ServiceClient,
     shelf: Shelf,
     world: World,
-    k: int,
-    seg: int,
-    ts: dt.datetime,
-    customer: str,
+    day: dt.date,
+    start: dt.datetime,
     rng: np.random.Generator,
-) -> Visit:
-    """One visitor: the service's price, the world's answer, the outcome reported."""
-    p = shelf.params
-    views, carts, sales = (int(x) for x in shelf.counts[k])
-    answer = client.call(
-        "POST",
-        "/v1/price",
-        {
-            "sku": world.skus[k].id,
-            "customer_id": customer,
-            "ts": ts.isoformat(),
-            "inventory": int(shelf.inventory[k]),
-            "competitor_price": float(p.ref_price[k] * p.comp_ratio[k, shelf.comp[k]]),
-            "segment": world.segments[seg].name,
-            "views": views,
-            "carts": carts,
-            "sales": sales,
-        },
-    )
-    arm, price = answer["arm"], float(answer["price"])
-    level = int(ladder_level(p, np.array([price / p.ref_price[k]]))[0])
-    old = shelf.last_level.get((k, arm), level)
-    shelf.last_level[(k, arm)] = level
-    outcome = VIEW
-    if rng.random() < p.buy_prob[k, seg, level, shelf.comp[k]]:
-        if shelf.inventory[k] > 0 and rng.random() < p.abandon[old, level]:
-            outcome = ABANDON
-        elif shelf.inventory[k] > 0:
-            outcome = PURCHASE
-            shelf.inventory[k] -= 1
-        else:
-            outcome = CART  # carted, but the shelf was empty
-    if outcome != VIEW:
-        body = {"event_id": answer["event_id"], "outcome": outcome, "quantity": 1}
-        client.call(
-            "POST", "/v1/outcomes", body if outcome == PURCHASE else {**body, "quantity": 0}
-        )
-    return Visit(
-        arm, price, outcome, outcome == PURCHASE, bool(answer["explored"]), answer["event_id"]
-    )
+    customers: int,
+) -> pd.DataFrame:
+    """One decision period: visitors, prices, the market's answer, the outcomes reported, the
+    market moved on; returns the visitors' rows (`VISITS`)."""
+    m = shelf.market
+    v = _arrive(shelf, start, world.horizon.step_hours, rng, customers)
+    _ask(client, shelf, world, v)
+    outcome, r = _respond(shelf, v, rng)
+    for j, a in enumerate(v.answers):
+        if outcome[j] != VIEW:
+            quantity = 1 if outcome[j] == PURCHASE else 0
+            body = {"event_id": a["event_id"], "outcome": outcome[j], "quantity": quantity}
+            client.call("POST", "/v1/outcomes", body)
+    rows = _rows(shelf, world, day, v, outcome, r)
+    for j, a in enumerate(v.answers):
+        shelf.last[a["arm"]][v.k[j]] = v.level[j]
+    views = r.views.sum(axis=(1, 2))
+    # paid at the season's end, to its buyers (`Played.close_season`)
+    shelf.bonus, _ = m.advance(v.arrivals, r)
+    shelf.counts = np.stack([views, r.carts.sum(axis=(1, 2)), r.sold.sum(axis=1)], axis=1)
+    return rows
+
+
+@dataclass
+class Played:
+    """Every visitor played so far (`VISITS`), and the clearance bonuses paid to each season's
+    buyers of a SKU."""
+
+    frames: list[pd.DataFrame] = field(default_factory=list)
+    unpaid_bonus: float = 0.0  # bonuses of SKU-seasons without a visitor to carry them
+
+    def add(self, rows: pd.DataFrame) -> None:
+        if len(rows):
+            self.frames.append(rows)
+
+    def visits(self) -> pd.DataFrame:
+        if not self.frames:
+            return pd.DataFrame(columns=list(VISITS))
+        if len(self.frames) > 1:
+            self.frames = [pd.concat(self.frames, ignore_index=True)]
+        return self.frames[0]
+
+    def close_season(self, shelf: Shelf, world: World, bonus: np.ndarray) -> None:
+        """The season's clearance bonus of each SKU, shared by its buyers of the season (else by
+        its visitors), so that a season's visitors carry the episode's whole profit."""
+        if not bonus.any():
+            return
+        visits = self.visits()
+        ids = np.array([s.id for s in world.skus])
+        season = visits["season"].to_numpy() == shelf.season
+        profit = visits["profit"].to_numpy(dtype=float).copy()
+        for k in np.flatnonzero(bonus):
+            mine = season & (visits["sku"].to_numpy() == ids[k])
+            buyers = mine & (visits["bought"].to_numpy() > 0)
+            carriers = buyers if buyers.any() else mine
+            if not carriers.any():
+                self.unpaid_bonus += float(bonus[k])
+                continue
+            profit[carriers] += bonus[k] / carriers.sum()
+        visits["profit"] = profit
 
 
 def play_day(
@@ -208,55 +355,41 @@ def play_day(
     world: World,
     anchor: dt.datetime,
     day: dt.date,
-    state: dict[str, Any],
+    shelf: Shelf | None,
+    seed: int,
     rng: np.random.Generator,
     customers: int,
-) -> Day:
-    """Every hour of ``day``: visitors, prices, outcomes; the shelf moves on as the market does."""
+    played: Played,
+) -> tuple[Shelf, pd.DataFrame]:
+    """Every decision period of ``day``; a season that starts on it starts with a fresh shelf
+    (stock and the competitor as the world starts an episode). Returns the shelf as the day
+    leaves it and the day's sales as a transactions feed."""
     clock = Clock.of(world, anchor)  # the service's (serving.market.LiveWorld.clock)
-    step_hours = clock.step_hours
-    tally, sales = Tally(), []
     start = dt.datetime.combine(day, dt.time(0), tzinfo=dt.UTC)
-    for h in range(0, 24, step_hours):
+    sales = []
+    for h in range(0, 24, clock.step_hours):
         now = start + dt.timedelta(hours=h)
         season, t = clock.season_and_step(clock.period(now))
-        if state.get("season") != season:  # a new season: stock and prices start afresh
-            state["season"], state["shelf"] = season, new_shelf(world, anchor, season)
-        shelf: Shelf = state["shelf"]
-        p = shelf.params
-        lam = p.arrivals[:, t][:, None] * p.seg_mix[t][None, :]
-        if p.dispersion.any():
-            lam = lam * demand_shock(p.dispersion, rng)[:, None]
-        visitors = rng.poisson(lam)  # (K, S)
-        order = [
-            (k, s)
-            for k in range(len(world.skus))
-            for s in range(p.S)
-            for _ in range(visitors[k, s])
+        if shelf is None or shelf.season != season or int(shelf.market.t[0]) != t:
+            last = shelf.last if shelf is not None else None
+            shelf = Shelf.new(world, anchor, season, seed, last)
+            # a replay that starts inside a season (nothing saved): the season's opening stock
+            # and competitor at this step
+            shelf.market.t[:] = t
+        rows = play_period(client, shelf, world, day, now, rng, customers)
+        played.add(rows)
+        if shelf.ended:
+            played.close_season(shelf, world, shelf.bonus)
+        bought = rows[rows["outcome"] == PURCHASE]
+        cost = dict(zip([s.id for s in world.skus], shelf.market.p.unit_cost.tolist(), strict=True))
+        sales += [
+            (f"rt-{r.event_id}", r.ts, r.sku, 1, r.price, cost[r.sku], r.customer)
+            for r in bought.itertuples()
         ]
-        rng.shuffle(order)
-        seconds = np.sort(rng.uniform(0, step_hours * 3600.0, size=len(order)))
-        counts = np.zeros_like(shelf.counts)
-        for (k, s), sec in zip(order, seconds, strict=True):
-            customer = f"c{int(rng.integers(customers))}"
-            ts = now + dt.timedelta(seconds=float(sec))
-            v = _visit(client, shelf, world, k, s, ts, customer, rng)
-            cost = float(p.unit_cost[k])
-            tally.add(
-                v.arm, v.price - cost if v.bought else 0.0, v.bought, v.price * v.bought, v.explored
-            )
-            counts[k] += (1, v.outcome != VIEW, v.bought)
-            if v.bought:
-                sales.append((f"rt-{v.event_id}", ts, world.skus[k].id, 1, v.price, cost, customer))
-        shelf.counts = counts
-        # the hour ends: restocks arrive, the competitor moves (as in Market.step)
-        if t + 1 < p.T:
-            shelf.inventory = np.minimum(p.capacity, shelf.inventory + p.restock[:, t + 1])
-        u = rng.random(len(shelf.comp))
-        shelf.comp = np.minimum((u[:, None] > p.comp_cdf[shelf.comp]).sum(axis=1), p.C - 1)
     frame = pd.DataFrame(sales, columns=list(TRANSACTIONS.names))
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
-    return Day(tally, frame)
+    assert shelf is not None
+    return shelf, frame
 
 
 def replay(
@@ -271,35 +404,42 @@ def replay(
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Play ``days`` days from ``start`` (default: the day after the lake's last decisions);
-    returns the figures per day and overall."""
+    returns the figures per day and overall, the experiment's effect, and every visitor's row
+    (``"visits"``, a DataFrame)."""
     from pipeline.data.lake import open_lake
     from pipeline.nightly.run import run_night
 
     lake = open_lake(settings)
     ready = client.call("GET", "/readyz")
     anchor = dt.datetime.fromisoformat(ready["season_start"])
+    design = str(ready.get("experiment", "visitor"))
     if start is None:
         dates = lake.list_dates("raw", "decisions")
         start = dates[-1] + dt.timedelta(days=1) if dates else anchor.date()
-    rng = np.random.default_rng(seed)
-    state = load_shelf(lake, world, start, anchor)
-    if not state:
-        say(f"{start}: a fresh shelf (stock as at a season's start)")
-    overall, per_day = Tally(), []
+    rng = np.random.default_rng([seed, 7])
+    shelf = load_shelf(lake, world, start, anchor)
+    if shelf is None:
+        clock = Clock.of(world, anchor)
+        _, t = clock.season_and_step(clock.period(dt.datetime.combine(start, dt.time(0), dt.UTC)))
+        where = "a season's start" if t == 0 else f"step {t} of a season, with its opening stock"
+        say(f"{start}: a fresh shelf ({where})")
+    played, per_day = Played(), []
     for i in range(days):
         day = start + dt.timedelta(days=i)
-        played = play_day(client, world, anchor, day, state, rng, customers)
-        save_shelf(lake, world, day + dt.timedelta(days=1), state)
+        shelf, transactions = play_day(
+            client, world, anchor, day, shelf, seed, rng, customers, played
+        )
+        save_shelf(lake, world, day + dt.timedelta(days=1), seed, shelf)
         written = client.call("POST", "/admin/flush")["written"]
-        lake.write_partition("raw", "transactions", day, played.transactions)
+        lake.write_partition("raw", "transactions", day, transactions)
         served = client.call("GET", "/readyz")
+        visits = played.visits()
         figures = {
             "date": day.isoformat(),
             "champion": served["model_version"],
             "treatment_share": served["treatment_share"],
-            **played.tally.figures(),
+            **arm_figures(visits[visits["date"] == day.isoformat()]),
         }
-        overall.merge(played.tally)
         night = None
         if nightly:
             result = run_night(settings, day, say=lambda m: None)
@@ -313,7 +453,16 @@ def replay(
         figures["night"] = night
         per_day.append(figures)
         say(day_line(figures, written))
-    return {"days": per_day, "overall": overall.figures()}
+    visits = played.visits()
+    return {
+        "design": design,
+        "days": per_day,
+        "overall": arm_figures(visits),
+        "effect": effect(visits, design),
+        "conversion_effect": effect(visits, design, "bought"),
+        "unpaid_bonus": played.unpaid_bonus,
+        "visits": visits,
+    }
 
 
 def day_line(f: dict[str, Any], written: int) -> str:

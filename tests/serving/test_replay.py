@@ -58,23 +58,27 @@ def test_a_replayed_day_trains_the_next_candidate(env: Env, served: Served, tmp_
 
 
 def test_a_replay_goes_on_from_the_shelf_the_last_one_left(env: Env) -> None:
-    """Stock, the competitor's state and the last prices carry over to the next day's replay;
-    another day or another world starts from a fresh shelf."""
+    """Stock, the competitor's state, the arms' last prices and the season's random streams
+    carry over to the next day's replay; another day or another world starts from a fresh
+    shelf."""
     import numpy as np
 
-    from pipeline.orchestration.replay import load_shelf, new_shelf, save_shelf
+    from pipeline.orchestration.replay import Shelf, load_shelf, save_shelf
 
     anchor = dt.datetime.combine(ANCHOR, dt.time(0), tzinfo=dt.UTC)
-    shelf = new_shelf(env.world, anchor, 0)
-    shelf.inventory = shelf.inventory - 3
-    shelf.comp = np.ones_like(shelf.comp)
-    shelf.last_level = {(1, "treatment"): 7}
+    shelf = Shelf.new(env.world, anchor, 0, seed=5)
+    shelf.market.inventory = shelf.market.inventory - 3
+    shelf.market.comp = np.ones_like(shelf.market.comp)
+    shelf.market.t[:] = 24
+    shelf.last["treatment"][1] = 7
     nxt = ANCHOR + dt.timedelta(days=2)
-    save_shelf(env.lake, env.world, nxt, {"season": 0, "shelf": shelf})
-    state = load_shelf(env.lake, env.world, nxt, anchor)
-    assert state["season"] == 0
-    assert (state["shelf"].inventory == shelf.inventory).all()
-    assert (state["shelf"].comp == 1).all() and state["shelf"].last_level == {(1, "treatment"): 7}
-    assert load_shelf(env.lake, env.world, nxt + dt.timedelta(days=1), anchor) == {}
+    save_shelf(env.lake, env.world, nxt, 5, shelf)
+    loaded = load_shelf(env.lake, env.world, nxt, anchor)
+    assert loaded is not None
+    assert loaded.season == 0 and (loaded.market.t == 24).all()
+    assert (loaded.market.inventory == shelf.market.inventory).all()
+    assert (loaded.market.comp == 1).all() and loaded.last["treatment"][1] == 7
+    assert np.array_equal(loaded.exo.random(3), shelf.exo.random(3))
+    assert load_shelf(env.lake, env.world, nxt + dt.timedelta(days=1), anchor) is None
     other = env.world.model_copy(update={"name": "other"})
-    assert load_shelf(env.lake, other, nxt, anchor) == {}
+    assert load_shelf(env.lake, other, nxt, anchor) is None
