@@ -124,3 +124,7 @@ TRAIN_INITS = (
 # MLflow
 # ---------------------------------------------------------------------------------------------
 MONITOR_EXPERIMENT = "pricing-monitor"
+
+# The A/B designs the pricing service can run (PRICING_SERVE_EXPERIMENT; serving.arms) and each
+# one's unit of analysis (pipeline.ops.experiment).
+EXPERIMENT_DESIGNS = ("visitor", "sku", "switchback")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipeline.contracts import ALGORITHMS, DEFAULT_ALGOS, TRAIN_INITS
+from pipeline.contracts import ALGORITHMS, DEFAULT_ALGOS, EXPERIMENT_DESIGNS, TRAIN_INITS
 
 if TYPE_CHECKING:
     from sim.served import Guardrails
@@ -38,7 +38,19 @@ class ServedAs(BaseSettings):
     treatment_share: float = Field(
         0.05, ge=0.0, le=1.0, description="share of customers priced by the champion"
     )
-    salt: str = Field("pricing-ab-1", min_length=1, description="salt of the customer hash")
+    salt: str = Field("pricing-ab-1", min_length=1, description="salt of the arms' hashes")
+    experiment: str = Field(
+        "visitor",
+        description="the A/B design: visitor (customers split by hash; valid only where stock "
+        "does not bind), sku (each SKU in one arm, stratified by category) or switchback (every "
+        "SKU alternates arms by blocks of periods); see serving/arms.py",
+    )
+    switchback_hours: int | None = Field(
+        None, ge=1, description="a switchback block, in hours; default: a selling season"
+    )
+    washout_hours: int = Field(
+        0, ge=0, description="switchback: hours after an arm change left out of the analysis"
+    )
     # exploration
     epsilon: float = Field(
         0.05, ge=0.0, le=1.0, description="treatment: chance of a uniformly random price move"
@@ -71,7 +83,21 @@ class ServedAs(BaseSettings):
             )
         if self.epsilon_min > self.epsilon:
             raise ValueError("PRICING_SERVE_EPSILON_MIN must not exceed PRICING_SERVE_EPSILON")
+        if self.experiment not in EXPERIMENT_DESIGNS:
+            raise ValueError(
+                f"PRICING_SERVE_EXPERIMENT: {self.experiment!r} is not one of "
+                f"{', '.join(EXPERIMENT_DESIGNS)}"
+            )
+        if self.switchback_hours and self.washout_hours >= self.switchback_hours:
+            raise ValueError(
+                "PRICING_SERVE_WASHOUT_HOURS must be below PRICING_SERVE_SWITCHBACK_HOURS"
+            )
         return self
+
+    def explores(self, sku: str) -> bool:
+        """Whether ``sku`` may explore (PRICING_SERVE_EXPLORE_SKUS: ids or id prefixes)."""
+        allowed = self.explore_skus
+        return not allowed or any(sku == a or sku.startswith(a) for a in allowed)
 
     @property
     def guardrails(self) -> Guardrails:

@@ -11,7 +11,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import numpy as np
 import orjson
@@ -21,9 +21,11 @@ from fastapi.responses import JSONResponse
 
 from pipeline.settings import Settings
 from serving import metrics
+from serving.arms import Assignment
 from serving.config import ServeSettings
 from serving.decide import Batch, Decision, Knobs, UnknownSku
 from serving.lanes import price_routed
+from serving.market import LiveWorld
 from serving.schemas import (
     AbSettings,
     Arm,
@@ -105,20 +107,61 @@ def _answer(
     when: dt.datetime | None,
     segment: str | None,
     batch: Batch,
-) -> tuple[Arm, list[Decision], list[str], str]:
-    """The visitor's arm, each SKU's decision, their event ids (logged), and when the prices
-    stop holding."""
+) -> tuple[list[Assignment], list[Decision], list[str], str]:
+    """Each SKU's arm (`serving.arms`: one for every SKU, except in the ``sku`` design), its
+    decision, its event id (logged), and when the prices stop holding."""
     ts = _now(when)
-    arm = svc.pricer.arm(customer_id)
-    try:
-        period, decisions, lives = price_routed(svc.pricer, svc.lanes, arm, ts, batch)
-    except UnknownSku as err:
-        raise HTTPException(
-            404,
-            f"unknown sku(s) {err.skus[:5]}{' …' if len(err.skus) > 5 else ''}: not in the "
-            "catalogue the service reads (the lake's catalogue/date=D/catalogue.json)",
-        ) from None
+    unknown = [s for s in batch.sku if s not in svc.pricer.live.index]
+    if unknown:
+        raise _unknown(unknown)
+    arms = svc.pricer.assign(customer_id, ts, batch.sku)
+    rows_of: dict[Arm, list[int]] = {}
+    for j, a in enumerate(arms):
+        rows_of.setdefault(a.arm, []).append(j)
+    decisions: list[Decision | None] = [None] * len(batch)
+    lives: list[LiveWorld | None] = [None] * len(batch)
+    period = 0
+    for arm, rows in rows_of.items():
+        part = batch if len(rows) == len(batch) else batch.take(np.array(rows))
+        try:
+            period, mine, live = price_routed(svc.pricer, svc.lanes, arm, ts, part)
+        except UnknownSku as err:
+            raise _unknown(err.skus) from None
+        for j, d, lv in zip(rows, mine, live, strict=True):
+            decisions[j], lives[j] = d, lv
+    done = cast(list[Decision], decisions)
     first, ids = svc.decisions.event_ids(len(batch))
+    _log(svc, first, ids, ts, segment, customer_id, batch, arms, done, cast(list[LiveWorld], lives))
+    _count(svc, arms, done)
+    return arms, done, ids, svc.pricer.live.clock.period_start(period + 1).isoformat()
+
+
+def _unknown(skus: list[str]) -> HTTPException:
+    return HTTPException(
+        404,
+        f"unknown sku(s) {skus[:5]}{' …' if len(skus) > 5 else ''}: not in the "
+        "catalogue the service reads (the lake's catalogue/date=D/catalogue.json)",
+    )
+
+
+def _same_or_list(values: list[Any]) -> Any:
+    """One value for the whole chunk when every row has it (the usual case), else the list."""
+    return values[0] if values.count(values[0]) == len(values) else values
+
+
+def _log(
+    svc: Service,
+    first: int,
+    ids: list[str],
+    ts: dt.datetime,
+    segment: str | None,
+    customer_id: str,
+    batch: Batch,
+    arms: list[Assignment],
+    decisions: list[Decision],
+    lives: list[LiveWorld],
+) -> None:
+    """The request's prices into the decision log, in the decisions feed's columns."""
     k = [live.index[s] for live, s in zip(lives, batch.sku, strict=True)]
     prices = [d.price for d in decisions]
     costs = [live.unit_cost[j] for live, j in zip(lives, k, strict=True)]
@@ -142,28 +185,35 @@ def _answer(
         "policy_id": [
             d.policy if d.version is None else f"{d.policy}-v{d.version}" for d in decisions
         ],
-        "ab_arm": arm,
+        "ab_arm": _same_or_list([a.arm for a in arms]),
         "unit_cost": costs,
+        "experiment": svc.serve.experiment,
+        "unit": _same_or_list([a.unit for a in arms]),
+        "washout": _same_or_list([int(a.washout) for a in arms]),
     }
-    svc.decisions.record(first, arm, columns, prices, costs)
-    policies = (
-        Counter(d.policy for d in decisions)  # clusters: a batch may span lanes
-        if svc.lanes is not None
-        else {decisions[0].policy: len(decisions)}
-    )
-    for policy, count in policies.items():
+    svc.decisions.record(first, columns["ab_arm"], columns, prices, costs)
+
+
+def _count(svc: Service, arms: list[Assignment], decisions: list[Decision]) -> None:
+    """The answer's metrics: answers by policy and arm, actions, explorations, clips."""
+    for (policy, arm), count in Counter(
+        (d.policy, a.arm) for d, a in zip(decisions, arms, strict=True)
+    ).items():
         metrics.ANSWERS.labels(policy, arm).inc(count)
-    if policies.get("fallback"):
-        metrics.FALLBACKS.inc(policies["fallback"])
-    for action, count in Counter(columns["action"]).items():
+        if policy == "fallback":
+            metrics.FALLBACKS.inc(count)
+    for (arm, action), count in Counter(
+        (a.arm, d.action) for d, a in zip(decisions, arms, strict=True)
+    ).items():
         metrics.ACTIONS.labels(arm, str(action)).inc(count)
-    explored = sum(d.explored for d in decisions)
-    if explored:
-        metrics.EXPLORED.labels(arm).inc(explored)
-    clipped = sum(d.clipped for d in decisions)
-    if clipped:
-        metrics.CLIPS.labels(arm).inc(clipped)
-    return arm, decisions, ids, svc.pricer.live.clock.period_start(period + 1).isoformat()
+    for arm, count in Counter(
+        a.arm for d, a in zip(decisions, arms, strict=True) if d.explored
+    ).items():
+        metrics.EXPLORED.labels(arm).inc(count)
+    for arm, count in Counter(
+        a.arm for d, a in zip(decisions, arms, strict=True) if d.clipped
+    ).items():
+        metrics.CLIPS.labels(arm).inc(count)
 
 
 def _json(answer: dict[str, Any], policy: str, endpoint: str, started: float) -> Response:
@@ -176,13 +226,17 @@ def _rounded(decisions: list[Decision]) -> list[float]:
     return list(np.round([d.price for d in decisions], 4).tolist())
 
 
-def _price_answer(d: Decision, price: float, arm: Arm, event_id: str, until: str) -> dict[str, Any]:
+def _price_answer(
+    d: Decision, price: float, a: Assignment, event_id: str, until: str
+) -> dict[str, Any]:
     return {
         "sku": d.sku,
         "price": price,
         "action": d.action,
         "propensity": d.propensity,
-        "arm": arm,
+        "arm": a.arm,
+        "unit": a.unit,
+        "washout": a.washout,
         "policy": d.policy,
         "model_version": d.version,
         "explored": d.explored,
@@ -192,7 +246,9 @@ def _price_answer(d: Decision, price: float, arm: Arm, event_id: str, until: str
     }
 
 
-def _price_columns(decisions: list[Decision], ids: list[str]) -> dict[str, list[Any]]:
+def _price_columns(
+    decisions: list[Decision], ids: list[str], arms: list[Assignment]
+) -> dict[str, list[Any]]:
     columns: dict[str, list[Any]] = {
         "sku": [d.sku for d in decisions],
         "price": _rounded(decisions),
@@ -206,6 +262,11 @@ def _price_columns(decisions: list[Decision], ids: list[str]) -> dict[str, list[
     if versions.count(versions[0]) != len(versions):  # priced by several clusters' lanes
         columns["policy"] = [d.policy for d in decisions]
         columns["model_version"] = versions
+    arm = [a.arm for a in arms]
+    if arm.count(arm[0]) != len(arm):  # the sku design: each SKU in its own arm
+        columns["arm"] = arm
+    if any(a.washout for a in arms):
+        columns["washout"] = [a.washout for a in arms]
     return columns
 
 
@@ -233,30 +294,32 @@ def _routes(app: FastAPI) -> None:
     @app.post("/v1/price", response_model=PriceAnswer)
     async def price(req: PriceRequest) -> Response:
         started = time.perf_counter()
-        arm, (d,), (event_id,), until = _answer(
+        (a,), (d,), (event_id,), until = _answer(
             _svc(app), req.customer_id, req.ts, req.segment, Batch.of_rows([req])
         )
-        answer = _price_answer(d, round(d.price, 4), arm, event_id, until)
+        answer = _price_answer(d, round(d.price, 4), a, event_id, until)
         return _json(answer, d.policy, "price", started)
 
     @app.post("/v1/prices", response_model=PricesAnswer)
     async def prices(req: PricesRequest) -> Response:
         started = time.perf_counter()
         batch = Batch.of_rows(req.items) if req.items else Batch.of_columns(req.columns_())
-        arm, decisions, ids, until = _answer(_svc(app), req.customer_id, req.ts, req.segment, batch)
+        arms, decisions, ids, until = _answer(
+            _svc(app), req.customer_id, req.ts, req.segment, batch
+        )
         answer: dict[str, Any] = {
-            "arm": arm,
+            "arm": arms[0].arm,
             "policy": decisions[0].policy,
             "model_version": decisions[0].version,
             "valid_until": until,
         }
         if req.items:
             answer["prices"] = [
-                _price_answer(d, price, arm, i, until)
-                for d, price, i in zip(decisions, _rounded(decisions), ids, strict=True)
+                _price_answer(d, price, a, i, until)
+                for d, price, i, a in zip(decisions, _rounded(decisions), ids, arms, strict=True)
             ]
         else:
-            answer["columns"] = _price_columns(decisions, ids)
+            answer["columns"] = _price_columns(decisions, ids, arms)
         return _json(answer, decisions[0].policy, "prices", started)
 
     _status_routes(app)
@@ -308,6 +371,7 @@ def _status_routes(app: FastAPI) -> None:
             "treatment_share": svc.pricer.knobs.treatment_share,
             "failed_loads": svc.holder.failed_loads,
             "season_start": svc.pricer.live.anchor.isoformat(),
+            "experiment": svc.serve.experiment,
             "decision_period_hours": svc.pricer.live.clock.step_hours,
         }
         if svc.lanes is not None:

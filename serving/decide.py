@@ -20,7 +20,6 @@ and the price held for a SKU, arm and decision period.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from serving.arms import Arms, Assignment
 from serving.champion import Champion
 from serving.config import ServeSettings
 from serving.market import LiveWorld
@@ -36,7 +36,7 @@ from serving.store import Store
 from sim.market import Market, ladder_level
 from sim.params import MarketParams
 from sim.policies import RulePolicy
-from sim.served import explore, served_propensity
+from sim.served import draw_actions, explore, hold_draws, served_propensity
 
 
 @dataclass(frozen=True)
@@ -114,12 +114,6 @@ class Observed(NamedTuple):
     states: list[tuple[Any, ...]]  # the SKUs' averages to store
 
 
-def unit_point(salt: str, key: str) -> float:
-    """A fixed point in [0, 1) for ``key``: the first 8 bytes of a salted BLAKE2b."""
-    digest = hashlib.blake2b(f"{salt}\x1f{key}".encode(), digest_size=8).digest()
-    return float(int.from_bytes(digest, "big") / 2.0**64)
-
-
 @dataclass
 class Knobs:
     """What the admin API may change at run time."""
@@ -147,11 +141,23 @@ class Pricer:
         self.started = time.time()
         self._cache: dict[tuple[str, int], dict[str, Decision]] = {}
         self.guardrails = serve.guardrails
+        self.arms = Arms(serve.experiment, serve.salt, block_periods=1, washout_periods=0)
 
     # -- arms and exploration ------------------------------------------------------------------
-    def arm(self, customer_id: str) -> Arm:
-        point = unit_point(self.serve.salt, customer_id)
-        return "treatment" if point < self.knobs.treatment_share else "control"
+    def assign(self, customer_id: str, ts: dt.datetime, skus: list[str]) -> list[Assignment]:
+        """Each SKU's arm for this customer now (`serving.arms`: the experiment's design)."""
+        clock = self.live.clock
+        hours = self.serve.switchback_hours
+        self.arms.block_periods = max(1, hours // clock.step_hours) if hours else clock.steps
+        self.arms.washout_periods = -(-self.serve.washout_hours // clock.step_hours)
+        return self.arms.assign(
+            self.knobs.treatment_share,
+            customer_id,
+            skus,
+            clock.period(ts),
+            tuple(self.live.index),
+            self.live.categories,
+        )
 
     def epsilon_now(self, now: float | None = None) -> float:
         hours = ((now or time.time()) - self.started) / 3600.0
@@ -257,9 +263,11 @@ class Pricer:
     def _levels(
         self, p: MarketParams, arm: Arm, period: int, batch: Batch, k: np.ndarray
     ) -> np.ndarray:
-        """The level in force before this period: the arm's last hold, else the shelf price the
-        request gives, else the ladder's starting level."""
-        last = self.store.last_levels(arm, period, batch.sku)
+        """The level in force before this period: the arm's last hold this season, else the
+        shelf price the request gives, else the ladder's starting level (a season starts
+        afresh, as every episode the policy trained and was evaluated on)."""
+        season_start = period - self.live.clock.season_and_step(period)[1]
+        last = self.store.last_levels(arm, period, batch.sku, since=season_start)
         out = np.full(len(batch), p.initial_level, dtype=np.int64)
         shelf = ~np.isnan(batch.current_price)
         if shelf.any():
@@ -273,20 +281,24 @@ class Pricer:
         self, p: MarketParams, period: int, batch: Batch
     ) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
         """Sales, views and carts averages at ``period``: the stored ones, aged to this period,
-        with the request's counts of the last period folded in (as the simulator does each step);
-        zero for a SKU never priced before. A new season does not reset them (nor the price):
-        seasons are the simulator's episodes, the shop goes on."""
+        with the request's counts of the last period folded in (as the simulator does each
+        step); zero at a season's first period and for a SKU not priced yet this season (an
+        episode starts with no history, as in training and evaluation)."""
         a = p.velocity_alpha
         known = self.store.sku_states(batch.sku)
         counts = np.nan_to_num(np.stack([batch.sales, batch.views, batch.carts], axis=1))
+        season_start = period - self.live.clock.season_and_step(period)[1]
         ema = np.zeros((len(batch), 3))
-        rows = [j for j, sku in enumerate(batch.sku) if sku in known]
-        if rows:
-            stored = np.array([known[batch.sku[j]] for j in rows], dtype=float)
+        if period > season_start:
+            stored = np.array(
+                [known.get(s, (season_start, 0.0, 0.0, 0.0)) for s in batch.sku], dtype=float
+            )
+            stale = stored[:, 0] < season_start  # last priced in an earlier season: from zero
+            stored[stale] = (season_start, 0.0, 0.0, 0.0)
             gap = period - stored[:, :1]
             values = stored[:, 1:]
-            aged = (1 - a) * (values * (1 - a) ** np.maximum(gap - 1, 0)) + a * counts[rows]
-            ema[rows] = np.where(gap <= 0, values, aged)
+            aged = (1 - a) * (values * (1 - a) ** np.maximum(gap - 1, 0)) + a * counts
+            ema = np.where(gap <= 0, values, aged)
         states = list(zip(batch.sku, [period] * len(batch), *ema.T.tolist(), strict=True))
         return ema, states
 
@@ -312,6 +324,4 @@ class Pricer:
         return explore(greedy, eps, p.A), greedy, policy, version
 
     def _draw(self, arm: Arm, period: int, skus: list[str], probs: np.ndarray) -> np.ndarray:
-        u = np.array([unit_point(self.serve.salt, f"{s}\x1f{arm}\x1f{period}") for s in skus])
-        cdf = probs.cumsum(axis=1)
-        return np.asarray(np.minimum((u[:, None] >= cdf).sum(axis=1), probs.shape[1] - 1))
+        return draw_actions(probs, hold_draws(self.serve.salt, skus, arm, period))

@@ -18,6 +18,7 @@ import time
 import uuid
 from typing import Any
 
+import orjson
 import pandas as pd
 
 from pipeline.data.lake import Lake
@@ -57,7 +58,7 @@ class DecisionLog:
     def record(
         self,
         first: int,
-        arm: str,
+        arm: str | list[str],
         columns: dict[str, Any],
         prices: list[float],
         costs: list[float],
@@ -66,7 +67,8 @@ class DecisionLog:
         outcome is joined, and at shutdown): one transaction for many requests keeps the
         workers from queueing on SQLite's write lock."""
         due = time.time() + self.window_s
-        self._pending.append((self.prefix, first, arm, due, columns, prices, costs))
+        arms = arm if isinstance(arm, str) else orjson.dumps(arm).decode()  # one per price
+        self._pending.append((self.prefix, first, arms, due, columns, prices, costs))
 
     def persist(self) -> int:
         pending, self._pending = self._pending, []
@@ -125,11 +127,12 @@ def _columns(chunks: list[dict[str, Any]], outcomes: dict[str, tuple[str, int]])
     """The chunks' rows as one frame (a scalar stands for every row of its chunk), each joined
     with its reported outcome (``view`` when none was)."""
     names = [n for n in DECISIONS.names if n not in ("outcome", "quantity")]
+    fill = {c.name: c.fill for c in DECISIONS.columns if c.late}
     columns: dict[str, list[Any]] = {n: [] for n in names}
     for chunk in chunks:
         n = len(chunk["event_id"])
         for name in names:
-            value = chunk[name]
+            value = chunk[name] if name in chunk else fill[name]  # stored before it was logged
             columns[name].extend(value if isinstance(value, list) else [value] * n)
     joined = [outcomes.get(e, (VIEW, 0)) for e in columns["event_id"]]
     columns["outcome"] = [o for o, _ in joined]

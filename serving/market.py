@@ -32,6 +32,7 @@ class LiveWorld:
     world: World
     anchor: dt.datetime
     source: str
+    categories: dict[str, str] = field(default_factory=dict)  # the catalogue's, by SKU
     index: dict[str, int] = field(init=False)
     clock: Clock = field(init=False)
     ref_price: list[float] = field(init=False)  # per catalogue index, as the log writes them

@@ -112,6 +112,11 @@ class PriceAnswer(BaseModel):
     action: int
     propensity: float = Field(description="probability of the price served, guardrails included")
     arm: Arm
+    unit: str = Field(
+        description="what the experiment randomised to the arm: the customer id, sku:<id> or "
+        "block:<n> (PRICING_SERVE_EXPERIMENT)"
+    )
+    washout: bool = Field(description="a switchback's washout period: left out of its analysis")
     policy: PolicyName
     model_version: str | None
     explored: bool
@@ -136,11 +141,14 @@ class PriceColumns(BaseModel):
     model_version: list[str | None] | None = Field(
         None, description="per SKU, when the batch's SKUs were priced by different lanes"
     )
+    arm: list[Arm] | None = Field(None, description="per SKU, when they are in different arms")
+    washout: list[bool] | None = Field(None, description="per SKU, when one is in a washout")
 
 
 class PricesAnswer(BaseModel):
-    """``policy`` and ``model_version`` are the first SKU's; with clusters (each SKU priced by
-    its cluster's champion) every item says its own, and columns carry them when they differ."""
+    """``arm``, ``policy`` and ``model_version`` are the first SKU's; with clusters (each SKU
+    priced by its cluster's champion) or the ``sku`` design (each SKU in its own arm) every item
+    says its own, and columns carry them when they differ."""
 
     arm: Arm
     policy: PolicyName

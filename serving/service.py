@@ -62,21 +62,24 @@ def build_world(
     from pipeline.nightly.steps import base_world
 
     dates = catalogue_dates(lake)
+    snapshot = read_catalogue(lake, max(dates)) if dates else None
     if champion is None:  # the night's base world already stands around the latest catalogue
         latest = max(dates) if dates else dt.datetime.now(dt.UTC).date()
         world, source = base_world(settings, lake, latest)
     else:
         world, source = champion.world, f"the world of v{champion.version}"
-        snapshot = read_catalogue(lake, max(dates)) if dates else None
         if snapshot is not None and settings.world_file is None:
             world = apply_catalogue(world, snapshot[0])
             source = f"{source}, catalogue {snapshot[1]}"
+    categories = (
+        {i.id: i.category for i in snapshot[0].skus if i.category} if snapshot is not None else {}
+    )
     anchor = serve.season_start or (
         dt.datetime.combine(dates[0], dt.time(0), tzinfo=dt.UTC) if dates else DEFAULT_ANCHOR
     )
     if anchor.tzinfo is None:
         anchor = anchor.replace(tzinfo=dt.UTC)
-    return LiveWorld(world, anchor, source)
+    return LiveWorld(world, anchor, source, categories)
 
 
 def _fits(champion: Champion, params: MarketParams) -> str | None:

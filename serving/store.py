@@ -100,14 +100,16 @@ class Store:
             (arm, period),
         )
 
-    def last_levels(self, arm: str, period: int, skus: Sequence[str]) -> dict[str, int]:
-        """Each SKU's latest held level for ``arm`` before ``period``."""
+    def last_levels(
+        self, arm: str, period: int, skus: Sequence[str], since: int = -(2**62)
+    ) -> dict[str, int]:
+        """Each SKU's latest held level for ``arm`` before ``period`` (and from ``since``)."""
         # SQLite takes a bare column beside MAX() from the row holding the maximum
         rows = self._by_sku(
             "SELECT sku, level, MAX(period) FROM holds WHERE arm = ? AND period < ? AND "
-            "sku IN ({skus}) GROUP BY sku",
+            "period >= ? AND sku IN ({skus}) GROUP BY sku",
             skus,
-            (arm, period),
+            (arm, period, since),
         )
         return {sku: int(row[0]) for sku, row in rows.items()}
 
@@ -206,6 +208,8 @@ class Store:
             if not cur.rowcount:
                 return "late", None
         i = n - first
+        if str(arm).startswith("["):  # a chunk whose prices went to several arms (sku design)
+            arm = orjson.loads(arm)[i]
         return "ok", (str(arm), float(orjson.loads(prices)[i]), float(orjson.loads(costs)[i]))
 
     def stamp(self, batch: str, everything: bool = False, limit: int = 20_000) -> int:

@@ -60,12 +60,16 @@ def rollout(
     counts = np.zeros(params.A, dtype=np.int64)
     for t in range(params.T):
         obs = market.observe()
+        # the visitors first (a served policy prices only where someone comes); the exogenous
+        # stream is drawn in the same order either way
+        arrivals = market.arrive(exo)
         if greedy:
             probs = policy.probs(market, obs)
             actions = probs.argmax(axis=1)
         else:
             actions, probs = policy.act(market, obs, policy_rng)
-        out = market.step(actions, exo, endo, levels=policy.levels(market, actions))
+        levels = policy.levels(market, actions, arrivals)
+        out = market.step(actions, exo, endo, levels=levels, arrivals=arrivals)
         policy.update(market, out)
         counts += np.bincount(actions, minlength=params.A)
         totals["profit"] += out.reward

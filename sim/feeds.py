@@ -17,7 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import pandas as pd
+
 Kind = Literal["str", "int", "float", "ts", "date"]
+_DTYPE = {"str": object, "int": "int64", "float": "float64", "ts": object, "date": object}
 
 # The visitor's outcome after seeing a price: only viewed it; carted it but the shelf was empty
 # (a sale lost to a stock-out); bought it; carted it and abandoned the cart.
@@ -33,6 +36,9 @@ class Column:
     kind: Kind
     required: bool = True  # rows may not leave it empty
     doc: str = ""
+    # added to the contract after partitions were written: one written before reads it as `fill`
+    late: bool = False
+    fill: str | int | float | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,22 @@ class Feed:
             raise KeyError(f"{self.name} has no column(s) {unknown}; its columns: {self.names}")
         return names
 
+    @property
+    def late(self) -> tuple[str, ...]:
+        """Columns added after partitions were written (`conform` fills them)."""
+        return tuple(c.name for c in self.columns if c.late)
+
+    def conform(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """A partition written before the `late` columns existed, with them (each its `fill`),
+        in the contract's order; any other frame unchanged (its schema drift stays visible)."""
+        missing = [c for c in self.columns if c.late and c.name not in frame.columns]
+        if not missing or set(self.names) - {c.name for c in missing} - set(frame.columns):
+            return frame
+        out = frame.copy(deep=False)
+        for c in missing:
+            out[c.name] = pd.Series([c.fill] * len(out), index=out.index, dtype=_DTYPE[c.kind])
+        return out[[*self.names, *(c for c in frame.columns if c not in self.names)]]
+
     def without(self, *names: str) -> tuple[str, ...]:
         """Every column but ``names`` (checked against the contract), in the feed's order."""
         self.subset(*names)
@@ -85,6 +107,28 @@ DECISIONS = Feed(
         Column("outcome", "str", doc="one of OUTCOMES"),
         Column("quantity", "int", doc="units bought (0 unless a purchase)"),
         Column("unit_cost", "float"),
+        Column(
+            "experiment",
+            "str",
+            required=False,
+            doc="the A/B design the arm came from: visitor, sku or switchback",
+            late=True,
+        ),
+        Column(
+            "unit",
+            "str",
+            required=False,
+            doc="what the design randomised to the arm: the customer, sku:<id> or block:<n>",
+            late=True,
+        ),
+        Column(
+            "washout",
+            "int",
+            required=False,
+            doc="1 in a switchback's washout period (left out of its analysis), else 0",
+            late=True,
+            fill=0,
+        ),
     ),
 )
 

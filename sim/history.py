@@ -115,6 +115,9 @@ def _rows(
             "outcome": np.array(OUTCOMES)[outcome],
             "quantity": (outcome == OUTCOMES.index(PURCHASE)).astype(np.int64),
             "unit_cost": np.array([sk.unit_cost for sk in world.skus])[out.sku[env]],
+            "experiment": None,  # the logging policy priced every visitor: no experiment
+            "unit": None,
+            "washout": np.zeros(total, dtype=np.int64),
         }
     )
 

@@ -287,10 +287,12 @@ class Market:
         exo: np.random.Generator,
         endo: np.random.Generator,
         levels: np.ndarray | None = None,
+        arrivals: Arrivals | None = None,
     ) -> StepOutcome:
         """Advance every episode one step. Episodes already at the horizon must be reset first.
         ``levels``: where the price lands when it is not where the actions move it (a served
-        policy's guardrails, `sim.served`)."""
+        policy's guardrails, `sim.served`); ``arrivals``: the step's visitors when they were
+        drawn before the policy acted (`arrive`)."""
         p = self.p
         actions = np.asarray(actions, dtype=np.int64).reshape(self.n)
         if (actions < 0).any() or (actions >= p.A).any():
@@ -304,7 +306,8 @@ class Market:
                 raise ValueError(f"levels must be integers in [0, {p.L - 1}] (got {new})")
         inv, comp, comp_price = self.inventory, self.comp, self.competitor_price
         t = self.t
-        arrivals = self.arrive(exo)
+        if arrivals is None:
+            arrivals = self.arrive(exo)
         r = self.respond(arrivals.views[:, :, None], new[:, None], old[:, None], endo)
         bonus, done = self.advance(arrivals, r)
         sold = r.sold[:, 0]

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from sim.dp import best_static_level, solve_world
-from sim.market import Market, StepOutcome
+from sim.market import Arrivals, Market, StepOutcome
 from sim.params import MarketParams
 
 POLICY_NAMES = ("dp", "rule", "static", "myopic", "bandit", "random")
@@ -61,9 +61,12 @@ class Policy:
     def update(self, market: Market, outcome: StepOutcome) -> None:
         """Learn from the step just taken (bandits)."""
 
-    def levels(self, market: Market, actions: np.ndarray) -> np.ndarray:
-        """The ladder level each action moves the price to (a served policy's guardrails may
-        land elsewhere: `sim.served.AsServed`)."""
+    def levels(
+        self, market: Market, actions: np.ndarray, arrivals: Arrivals | None = None
+    ) -> np.ndarray:
+        """The ladder level each action moves the price to, given the step's ``arrivals`` when
+        they are drawn first (a served policy's guardrails may land elsewhere, and it decides
+        only where visitors come: `sim.served.AsServed`)."""
         return np.asarray(np.clip(market.level + market.p.moves[actions], 0, market.p.L - 1))
 
     def act(
@@ -194,8 +197,10 @@ class EpsilonGreedy(Policy):
     def update(self, market: Market, outcome: StepOutcome) -> None:
         self.base.update(market, outcome)
 
-    def levels(self, market: Market, actions: np.ndarray) -> np.ndarray:
-        return self.base.levels(market, actions)
+    def levels(
+        self, market: Market, actions: np.ndarray, arrivals: Arrivals | None = None
+    ) -> np.ndarray:
+        return self.base.levels(market, actions, arrivals)
 
     def probs(self, market: Market, obs: np.ndarray) -> np.ndarray:
         base = self.base.probs(market, obs)

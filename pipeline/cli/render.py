@@ -161,3 +161,35 @@ def doctor(findings: list[dict[str, Any]], title: str) -> None:
         status = "ok" if f["ok"] else ("repaired" if f["repaired"] else "PROBLEM")
         table.add_row(f["check"], status, escape(f["detail"]), escape(f["repair"] or "—"))
     out().print(table)
+
+
+def parity(f: dict[str, Any]) -> None:
+    """`pricing parity`: each policy served vs evaluated, and the champion/rule ratio each way."""
+    n = f["sku_seasons"]
+    table = Table(title=f"{f['world']}: served vs evaluated, {n} SKU-seasons (paired)")
+    for col in ("policy", "served", "evaluated as served", "served / evaluated", "greedy"):
+        table.add_column(col, justify="right" if col != "policy" else "left")
+    for name, p in f["policies"].items():
+        who = f"v{f['champion']['version']} {name}" if name == "champion" else name
+        table.add_row(
+            who,
+            f"{p['served']:,.1f}",
+            f"{p['evaluated_as_served']:,.1f}",
+            f"{p['served_over_evaluated']:.3f}",
+            f"{p['evaluated_greedy']:,.1f}",
+        )
+    out().print(table)
+    r = f["ratio"]
+    t = r["evaluate_table"]
+    lo, hi = f["gap_ci95"]
+    out().print(
+        f"champion / rule: served {r['served']:.3f}, evaluated as served "
+        f"{r['evaluated_as_served']:.3f} — gap {f['gap_points']:+.2f} points, 95 % CI "
+        f"[{lo:+.2f}, {hi:+.2f}]; {'AGREE' if f['agree'] else 'DISAGREE'} within "
+        f"±{f['tolerance_points']:g} points"
+    )
+    out().print(
+        f"the table's figure (greedy, `pricing evaluate`, {t['episodes']} episodes): "
+        f"{t['ratio']:.3f} [{t['ci95'][0]:.3f}, {t['ci95'][1]:.3f}]; greedy on the served "
+        f"seasons: {r['evaluated_greedy_same_seasons']:.3f}"
+    )

@@ -167,3 +167,46 @@ def rollout(
     )
     if decision.action == "stop" and not dry_run:
         raise typer.Exit(ExitCode.STOPPED)
+
+
+@app.command()
+def parity(
+    world: Annotated[
+        Path | None, typer.Option(help="the world whose visitors are played; default: bundled")
+    ] = None,
+    seasons: Annotated[
+        int, typer.Option(min=1, max=520, help="whole selling seasons each policy serves")
+    ] = 2,
+    seed: Annotated[int, typer.Option(help="visitors, outcomes and the paired evaluation")] = 7,
+    episodes: Annotated[
+        int, typer.Option(min=10, help="episodes of the table's (greedy) evaluation")
+    ] = 300,
+    tolerance: Annotated[
+        float, typer.Option(min=0.0, help="served and evaluated ratios agree within this, points")
+    ] = 3.0,
+    data_dir: Annotated[Path | None, typer.Option(help="the embedded defaults' root")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
+) -> None:
+    """Is what is evaluated what is served? The champion and the rule-based pricer each serve
+    every visitor of a world through a real pricing service for whole seasons (`pricing
+    replay`), and the simulator evaluates both as served on the same seasons' visitors: prints
+    served vs evaluated profit and the champion/rule ratio each way, with the gap's 95 % interval.
+    Exits 2 when the gap's interval leaves ±--tolerance points. The PRICING_SERVE_* guardrails
+    and exploration are the ones served and evaluated."""
+    import json
+
+    from pipeline.cli import render
+    from pipeline.errors import ExitCode
+    from pipeline.orchestration.parity import parity as measure
+    from pipeline.tracking import require_tracking
+    from sim.world import load_world
+
+    config = settings(data_dir=data_dir)
+    require_tracking(config)
+    figures = measure(config, load_world(world), seasons, seed, episodes, tolerance, say=say)
+    render.parity(figures)
+    if json_out is not None:
+        json_out.write_text(json.dumps(figures, indent=1, default=str))
+        say(f"figures written to {json_out}")
+    if not figures["agree"]:
+        raise typer.Exit(ExitCode.STOPPED)

@@ -310,6 +310,8 @@ def frame_for_gx(
     stores suites as JSON, where a date becomes its ISO string, so the features' ``date`` column
     is compared as ISO strings too.
     """
+    if feed in CONTRACTS:
+        df = CONTRACTS[feed].conform(df)  # a partition written before a late column
     out = df.copy(deep=False)
     for col in out.columns:
         s = out[col]

@@ -70,6 +70,7 @@ def validate_together(
             continue
         if frame is None:  # a day larger than a run: validate_in_parts
             continue
+        frame = CONTRACTS[feed].conform(frame)
         if not len(frame) or list(frame.columns) != names:
             continue
         if dtypes is None:
@@ -128,6 +129,7 @@ def validate_in_parts(
         stats: dict[str, Any] | None = {}
         dtypes: pd.Series | None = None
         for part in lake.iter_partition("raw", feed, day):
+            part = CONTRACTS[feed].conform(part)
             if list(part.columns) != names:
                 return None
             if dtypes is None:

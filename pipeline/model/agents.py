@@ -18,6 +18,7 @@ from pipeline.model.artifacts import AgentPolicy
 from pipeline.model.numpy_policy import export_policy
 from pipeline.model.planner import PLANNER, Planner, PlannerPolicy
 from sim.policies import Policy
+from sim.world import World
 
 Agent = BaseAlgorithm | Planner
 
@@ -38,11 +39,13 @@ def algo_name(agent: Agent) -> str:
     return PLANNER if isinstance(agent, Planner) else algorithm_of(agent).name
 
 
-def agent_policy(agent: Agent, name: str) -> Policy:
-    """The simulator's policy of ``agent`` (greedy in evaluation, as in service)."""
+def agent_policy(agent: Agent, name: str, world: World | None = None) -> Policy:
+    """The simulator's policy of ``agent`` (greedy in evaluation, as in service). Given the
+    ``world`` a network was trained in, it observes every market as the service serves it
+    (`sim.served.Lens`); a planner decodes its own world's state from any observation."""
     if isinstance(agent, Planner):
         return PlannerPolicy(agent, name)
-    return AgentPolicy(agent, name)
+    return AgentPolicy(agent, name, world)
 
 
 def served_policy(agent: Agent) -> ServedPolicy:

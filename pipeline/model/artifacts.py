@@ -19,6 +19,8 @@ from pipeline.errors import PricingError
 from pipeline.model.algos import ALGOS, algorithm_of
 from sim.market import Market
 from sim.policies import Policy
+from sim.served import Lens
+from sim.world import World
 
 
 class ModelIntegrityError(PricingError, RuntimeError):
@@ -82,14 +84,21 @@ def load_agent(path: str | Path, expected_sha256: str | None = None) -> BaseAlgo
 
 
 class AgentPolicy(Policy):
-    """A trained SB3 agent behind the baseline policy interface (reads the observation)."""
+    """A trained SB3 agent behind the baseline policy interface (reads the observation). Given
+    the ``world`` it was trained in, it observes any market as the service would serve it: with
+    its own world's arrays (`sim.served.Lens`)."""
 
-    def __init__(self, model: BaseAlgorithm, name: str = "agent") -> None:
+    def __init__(
+        self, model: BaseAlgorithm, name: str = "agent", world: World | None = None
+    ) -> None:
         self.model = model
         self.name = name
         self.stochastic = algorithm_of(model).stochastic
+        self.lens = Lens(world) if world is not None else None
 
     def probs(self, market: Market, obs: np.ndarray) -> np.ndarray:
+        if self.lens is not None:
+            obs = self.lens.observe(market)
         policy: Any = self.model.policy
         with torch.no_grad():
             t = torch.as_tensor(obs, dtype=torch.float32)

@@ -20,9 +20,11 @@ from pipeline.errors import PricingError
 from pipeline.model.agents import Agent, agent_policy
 from pipeline.model.artifacts import load_agent
 from pipeline.model.planner import dp_tractable, load_planner
+from pipeline.settings import ServedAs
 from sim.evaluate import Rollouts, dp_values, episode_skus, paired_difference, rollout, summarize
 from sim.params import MarketParams
 from sim.policies import POLICY_NAMES, Policy, make_baselines
+from sim.served import AsServed, Draws
 from sim.world import World
 
 Policies = Mapping[str, tuple[Policy, bool]]  # name -> (policy, greedy)
@@ -78,7 +80,27 @@ def baselines(world: World, names: Sequence[str], episodes: int) -> dict[str, tu
     return {n: (p, False) for n, p in make_baselines(params, list(names), skus=used).items()}
 
 
-Registered = Callable[[str], Agent]  # models:/NAME@ALIAS -> the verified agent
+def as_served(
+    world: World,
+    policy: Policy,
+    served: ServedAs,
+    arm: str,
+    name: str,
+    period0: int | None = None,
+) -> AsServed:
+    """``policy`` as the pricing service serves it in ``arm`` (`sim.served.AsServed`): greedy,
+    with that arm's exploration on the SKUs that may explore, inside the guardrails. Given the
+    decision period its season starts at (``period0``), it draws what the service draws."""
+    eps = served.epsilon if arm == "treatment" else served.control_epsilon
+    per_sku = np.array([eps if served.explores(s.id) else 0.0 for s in world.skus])
+    draws = None
+    if period0 is not None:
+        draws = Draws(served.salt, arm, tuple(s.id for s in world.skus), period0)
+    return AsServed(policy, served.guardrails, per_sku, greedy=True, name=name, draws=draws)
+
+
+# models:/NAME@ALIAS -> the verified agent and the world it was trained in
+Registered = Callable[[str], tuple[Agent, World]]
 
 
 def resolve_policies(
@@ -103,7 +125,8 @@ def resolve_policies(
         elif name.startswith("models:/"):
             if registered is None:
                 raise PricingError(f"{name}: registered models need the registry here")
-            out[name] = (agent_policy(registered(name), name), True)
+            agent, trained_in = registered(name)
+            out[name] = (agent_policy(agent, name, trained_in), True)
         else:
             path = Path(name)
             if not path.exists():

@@ -66,7 +66,7 @@ UNIT_COLUMNS: tuple[str, ...] = (
 
 #: the decisions feed's columns the estimators read (no ids, segment, policy or A/B arm)
 REQUIRED_DECISION_COLUMNS = DECISIONS.without(
-    "event_id", "segment", "customer_id", "policy_id", "ab_arm"
+    "event_id", "segment", "customer_id", "policy_id", "ab_arm", *DECISIONS.late
 )
 
 # The default season clock is anchored at a fixed Monday, so that any slice of the same log puts a

@@ -54,8 +54,9 @@ def evaluate_candidates(settings: Settings, date: dt.date, versions: list[str]) 
     agents = [*versions, *([champion] if champion and champion not in versions else [])]
     # "v2 ppo": tables name the algorithm, since version numbers follow registration order
     label = {v: registry.label(v) for v in agents}
+    loaded = {v: registry.load(v) for v in agents}
     policies: dict[str, tuple[Policy, bool]] = {
-        label[v]: (agent_policy(registry.load(v).model, label[v]), True) for v in agents
+        label[v]: (agent_policy(loaded[v].model, label[v], loaded[v].world), True) for v in agents
     }
     policies.update(baselines(world, ["rule", "static"], settings.eval_episodes))
     policies.update(_cloned(settings, lake, date, world))

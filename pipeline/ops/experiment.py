@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.contracts import EXPERIMENT_DESIGNS
 from sim.stats import ratio_ci95, relative_effect_ci95
 
 ARMS = ("control", "treatment")
-DESIGNS = ("visitor", "sku", "switchback")
+DESIGNS = EXPERIMENT_DESIGNS
 UNIT_OF_ANALYSIS = {"visitor": "customer", "sku": "SKU", "switchback": "block of periods"}
 
 # The columns an analysis reads: one row per visitor (a price shown).

@@ -72,22 +72,15 @@ class Shelf:
         return bool(self.market.t[0] >= self.market.p.T)
 
     @classmethod
-    def new(
-        cls,
-        world: World,
-        anchor: dt.datetime,
-        season: int,
-        seed: int,
-        last: dict[str, np.ndarray] | None = None,
-    ) -> Shelf:
+    def new(cls, world: World, anchor: dt.datetime, season: int, seed: int) -> Shelf:
         """The shelf at the start of the ``season``-th season after ``anchor``: stock, prices
-        and the competitor as the world starts an episode (the arms' last prices carry over:
-        the service keeps its own)."""
+        and the competitor as the world starts an episode (the service starts a season at the
+        ladder's starting price too)."""
         p = episode_world(world, Clock.of(world, anchor).season_start(season)).compile()
         m = Market(p, p.K)
         m.reset(np.arange(p.K), np.arange(p.K))
         exo, endo = make_streams(np.random.default_rng(season_seed(seed, season)))
-        levels = last or {arm: m.level.copy() for arm in ARMS}
+        levels = {arm: m.level.copy() for arm in ARMS}
         return cls(season, m, exo, endo, levels, np.zeros((p.K, 3), dtype=np.int64))
 
     def state(self) -> dict[str, Any]:
@@ -371,8 +364,7 @@ def play_day(
         now = start + dt.timedelta(hours=h)
         season, t = clock.season_and_step(clock.period(now))
         if shelf is None or shelf.season != season or int(shelf.market.t[0]) != t:
-            last = shelf.last if shelf is not None else None
-            shelf = Shelf.new(world, anchor, season, seed, last)
+            shelf = Shelf.new(world, anchor, season, seed)
             # a replay that starts inside a season (nothing saved): the season's opening stock
             # and competitor at this step
             shelf.market.t[:] = t

@@ -423,9 +423,9 @@ def load_version_dir(local: Path) -> tuple[Agent, World]:
     return load_agent(artifacts / "agent.zip", manifest["agent_sha256"]), world
 
 
-def load_registered(uri: str) -> Agent:
-    """The verified agent of ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``, from the registry
-    the settings name (`pipeline.model.evaluation.Registered`)."""
+def load_registered(uri: str) -> tuple[Agent, World]:
+    """The verified agent of ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` and the world it
+    was trained in, from the registry the settings name (`pipeline.model.evaluation.Registered`)."""
     ref = uri.removeprefix("models:/")
     if "@" in ref:
         name, version = ref.split("@", 1)
@@ -436,6 +436,7 @@ def load_registered(uri: str) -> Agent:
     settings = Settings(model_name=name)
     registry = Registry(settings, open_lake(settings))
     try:
-        return registry.load(registry.resolve(version).version).model
+        loaded = registry.load(registry.resolve(version).version)
+        return loaded.model, loaded.world
     except RegistryError as err:
         raise RegistryError(f"{uri}: {err} (tracking URI {settings.tracking_uri})") from None
