@@ -131,7 +131,8 @@ def _answer(
             decisions[j], lives[j] = d, lv
     done = cast(list[Decision], decisions)
     first, ids = svc.decisions.event_ids(len(batch))
-    _log(svc, first, ids, ts, segment, customer_id, batch, arms, done, cast(list[LiveWorld], lives))
+    lived = cast(list[LiveWorld], lives)
+    _log(svc, first, ids, ts, period, segment, customer_id, batch, arms, done, lived)
     _count(svc, arms, done)
     return arms, done, ids, svc.pricer.live.clock.period_start(period + 1).isoformat()
 
@@ -154,6 +155,7 @@ def _log(
     first: int,
     ids: list[str],
     ts: dt.datetime,
+    period: int,
     segment: str | None,
     customer_id: str,
     batch: Batch,
@@ -191,7 +193,7 @@ def _log(
         "unit": _same_or_list([a.unit for a in arms]),
         "washout": _same_or_list([int(a.washout) for a in arms]),
     }
-    svc.decisions.record(first, columns["ab_arm"], columns, prices, costs)
+    svc.decisions.record(first, columns["ab_arm"], columns, prices, costs, period)
 
 
 def _count(svc: Service, arms: list[Assignment], decisions: list[Decision]) -> None:

@@ -280,26 +280,39 @@ class Pricer:
     def _averages(
         self, p: MarketParams, period: int, batch: Batch
     ) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
-        """Sales, views and carts averages at ``period``: the stored ones, aged to this period,
-        with the request's counts of the last period folded in (as the simulator does each
-        step); zero at a season's first period and for a SKU not priced yet this season (an
-        episode starts with no history, as in training and evaluation)."""
+        """Sales, views and carts averages at ``period``, as the simulator keeps them (each
+        period's counts folded in at rate ``velocity_alpha``): the stored ones, then every
+        period since — the counts the service saw itself (`Store.seen`: prices shown, carts and
+        sales reported), the last period's as the request gives them when it does. Zero at a
+        season's first period and for a SKU not priced yet this season (an episode starts with
+        no history, as in training and evaluation)."""
         a = p.velocity_alpha
-        known = self.store.sku_states(batch.sku)
-        counts = np.nan_to_num(np.stack([batch.sales, batch.views, batch.carts], axis=1))
         season_start = period - self.live.clock.season_and_step(period)[1]
-        ema = np.zeros((len(batch), 3))
+        n = len(batch)
+        ema = np.zeros((n, 3))
         if period > season_start:
-            stored = np.array(
-                [known.get(s, (season_start, 0.0, 0.0, 0.0)) for s in batch.sku], dtype=float
-            )
+            known = self.store.sku_states(batch.sku)
+            stored = np.array([known.get(s, (season_start, 0.0, 0.0, 0.0)) for s in batch.sku])
             stale = stored[:, 0] < season_start  # last priced in an earlier season: from zero
             stored[stale] = (season_start, 0.0, 0.0, 0.0)
-            gap = period - stored[:, :1]
-            values = stored[:, 1:]
-            aged = (1 - a) * (values * (1 - a) ** np.maximum(gap - 1, 0)) + a * counts
-            ema = np.where(gap <= 0, values, aged)
-        states = list(zip(batch.sku, [period] * len(batch), *ema.T.tolist(), strict=True))
+            since = stored[:, 0].astype(np.int64)
+            folding = since < period
+            # ema_P = (1-a)^(P-since) ema_since + a sum_q (1-a)^(P-1-q) counts_q, q < P
+            ema = stored[:, 1:] * ((1 - a) ** (period - since))[:, None]
+            row = {s: j for j, s in enumerate(batch.sku)}
+            last = np.zeros((n, 3))
+            for (s, q), c in self.store.seen(batch.sku, int(since.min()), period - 1).items():
+                j = row[s]
+                if q < since[j]:
+                    continue
+                if q == period - 1:
+                    last[j] = c
+                else:
+                    ema[j] += a * (1 - a) ** (period - 1 - q) * np.asarray(c, dtype=float)
+            given = np.stack([batch.sales, batch.views, batch.carts], axis=1)
+            last = np.where(np.isnan(given), last, given)  # the request's word, where it gives it
+            ema += a * last * folding[:, None]
+        states = list(zip(batch.sku, [period] * n, *ema.T.tolist(), strict=True))
         return ema, states
 
     def _probs(

@@ -62,13 +62,14 @@ class DecisionLog:
         columns: dict[str, Any],
         prices: list[float],
         costs: list[float],
+        period: int,
     ) -> None:
-        """Keep a request's prices; `persist` stores them (every few milliseconds, before an
-        outcome is joined, and at shutdown): one transaction for many requests keeps the
-        workers from queueing on SQLite's write lock."""
+        """Keep a request's prices, shown in decision ``period``; `persist` stores them (every
+        few milliseconds, before an outcome is joined, and at shutdown): one transaction for many
+        requests keeps the workers from queueing on SQLite's write lock."""
         due = time.time() + self.window_s
         arms = arm if isinstance(arm, str) else orjson.dumps(arm).decode()  # one per price
-        self._pending.append((self.prefix, first, arms, due, columns, prices, costs))
+        self._pending.append((self.prefix, first, arms, due, columns, prices, costs, period))
 
     def persist(self) -> int:
         pending, self._pending = self._pending, []

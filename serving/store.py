@@ -10,11 +10,15 @@
   nothing twice). Event ids are ``<prefix>-<n in hex>``: a chunk holds ``n`` from ``first``;
 - ``outcomes``: the outcome reported for an event, joined to its chunk's rows at export;
 - ``runtime``: settings changed through the admin API (A/B share, exploration), read by every
-  worker.
+  worker;
+- ``seen``: per SKU and decision period, the prices the service showed and the carts and sales
+  reported for them: the averages of a period no request told of (a SKU nobody visited for a
+  while) come from here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -23,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from sim.feeds import OUTCOMES
+from sim.feeds import CARTED, OUTCOMES, PURCHASE
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS holds (
@@ -55,6 +59,14 @@ CREATE TABLE IF NOT EXISTS outcomes (
 );
 CREATE INDEX IF NOT EXISTS outcomes_chunk ON outcomes (chunk);
 CREATE TABLE IF NOT EXISTS runtime (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- what the service saw of each SKU in each decision period: prices shown, carts and units sold
+-- reported (the averages the observation needs, for periods no request told of)
+CREATE TABLE IF NOT EXISTS seen (
+    sku TEXT NOT NULL, period INTEGER NOT NULL,
+    views INTEGER NOT NULL DEFAULT 0, carts INTEGER NOT NULL DEFAULT 0,
+    sales INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (sku, period)
+);
 """
 
 
@@ -68,6 +80,10 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(chunks)")}
+        if "period" not in columns:  # a store written before chunks knew their period
+            with contextlib.suppress(sqlite3.OperationalError):  # another worker added it
+                self.db.execute("ALTER TABLE chunks ADD COLUMN period INTEGER")
 
     def close(self) -> None:
         self.db.close()
@@ -113,6 +129,22 @@ class Store:
         )
         return {sku: int(row[0]) for sku, row in rows.items()}
 
+    def seen(
+        self, skus: Sequence[str], first: int, last: int
+    ) -> dict[tuple[str, int], tuple[int, int, int]]:
+        """Sales, views and carts of ``skus`` in the periods ``first``..``last`` the service saw."""
+        out: dict[tuple[str, int], tuple[int, int, int]] = {}
+        for i in range(0, len(skus), 500):
+            chunk = skus[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(
+                f"SELECT sku, period, sales, views, carts FROM seen WHERE period BETWEEN ? AND ? "  # nosec B608
+                f"AND sku IN ({marks})",
+                (first, last, *chunk),
+            )
+            out.update({(r[0], r[1]): (r[2], r[3], r[4]) for r in rows})
+        return out
+
     def sku_states(self, skus: Sequence[str]) -> dict[str, tuple[int, float, float, float]]:
         rows = self._by_sku(
             "SELECT sku, period, velocity, views, carts FROM skus WHERE sku IN ({skus})", skus
@@ -154,13 +186,24 @@ class Store:
 
     # -- the decision log ----------------------------------------------------------------------
     def log(self, chunks: list[tuple[Any, ...]]) -> None:
-        """Requests' prices, one row each: (prefix, first, arm, due, columns, prices, costs),
-        ``columns`` mapping each decisions column but the outcome's to a list (one value per
-        price) or a scalar (the same for all). One transaction for all."""
+        """Requests' prices, one row each: (prefix, first, arm, due, columns, prices, costs,
+        period), ``columns`` mapping each decisions column but the outcome's to a list (one
+        value per price) or a scalar (the same for all); each price counts as a view of its SKU
+        in its period (``seen``). One transaction for all."""
+        views: dict[tuple[str, int], int] = {}
+        for c in chunks:
+            skus = c[4]["sku"]
+            for sku in skus if isinstance(skus, list) else [skus]:
+                views[(sku, c[7])] = views.get((sku, c[7]), 0) + 1
         with self.transaction():
             self.db.executemany(
-                "INSERT INTO chunks (prefix, first, n, arm, due) VALUES (?, ?, ?, ?, ?)",
-                [(c[0], c[1], len(c[5]), c[2], c[3]) for c in chunks],
+                "INSERT INTO chunks (prefix, first, n, arm, due, period) VALUES (?, ?, ?, ?, ?, ?)",
+                [(c[0], c[1], len(c[5]), c[2], c[3], c[7]) for c in chunks],
+            )
+            self.db.executemany(
+                "INSERT INTO seen (sku, period, views) VALUES (?, ?, ?) ON CONFLICT (sku, period) "
+                "DO UPDATE SET views = views + excluded.views",
+                [(sku, period, n) for (sku, period), n in views.items()],
             )
             self.db.executemany(
                 "INSERT INTO chunk_data (prefix, first, data, prices, costs) "
@@ -173,7 +216,7 @@ class Store:
                         orjson.dumps(prices),
                         orjson.dumps(costs),
                     )
-                    for prefix, first, _, _, columns, prices, costs in chunks
+                    for prefix, first, _, _, columns, prices, costs, _ in chunks
                 ],
             )
 
@@ -192,14 +235,14 @@ class Store:
             return "unknown", None
         with self.transaction():
             found = self.db.execute(
-                "SELECT c.id, c.first, c.arm, d.prices, d.costs FROM chunks c JOIN chunk_data d "
-                "ON d.prefix = c.prefix AND d.first = c.first WHERE c.prefix = ? AND "
-                "c.first <= ? AND c.first + c.n > ? AND c.batch IS NULL",
+                "SELECT c.id, c.first, c.arm, d.prices, d.costs, c.period, d.data FROM chunks c "
+                "JOIN chunk_data d ON d.prefix = c.prefix AND d.first = c.first WHERE "
+                "c.prefix = ? AND c.first <= ? AND c.first + c.n > ? AND c.batch IS NULL",
                 (prefix, n, n),
             ).fetchone()
             if found is None:
                 return "unknown", None
-            chunk, first, arm, prices, costs = found
+            chunk, first, arm, prices, costs, period, data = found
             cur = self.db.execute(
                 "INSERT OR IGNORE INTO outcomes (event_id, chunk, outcome, quantity) "
                 "VALUES (?, ?, ?, ?)",
@@ -207,7 +250,19 @@ class Store:
             )
             if not cur.rowcount:
                 return "late", None
-        i = n - first
+            i = n - first
+            if period is not None and outcome in CARTED:
+                skus = orjson.loads(data)["sku"]
+                self.db.execute(
+                    "INSERT INTO seen (sku, period, carts, sales) VALUES (?, ?, 1, ?) "
+                    "ON CONFLICT (sku, period) DO UPDATE SET carts = carts + 1, "
+                    "sales = sales + excluded.sales",
+                    (
+                        skus[i] if isinstance(skus, list) else skus,
+                        period,
+                        quantity if outcome == PURCHASE else 0,
+                    ),
+                )
         if str(arm).startswith("["):  # a chunk whose prices went to several arms (sku design)
             arm = orjson.loads(arm)[i]
         return "ok", (str(arm), float(orjson.loads(prices)[i]), float(orjson.loads(costs)[i]))

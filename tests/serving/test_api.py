@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 
 from pipeline.data.validation import validate_partition
-from serving.decide import Batch, unit_point
+from serving.decide import Batch
 from serving.schemas import SkuState
 from sim.feeds import DECISIONS
+from sim.served import unit_point
 from tests.serving.conftest import ANCHOR, TOKEN, Env
 
 TS = "2026-01-05T10:15:00Z"

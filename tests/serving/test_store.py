@@ -27,7 +27,7 @@ class _DropsBetweenReads:
 
 def _log_one(store: Store, prefix: str, first: int) -> str:
     columns = {"event_id": [f"{prefix}-{first:x}"], "sku": "a"}
-    store.log([(prefix, first, "treatment", time.time(), columns, [10.0], [6.0])])
+    store.log([(prefix, first, "treatment", time.time(), columns, [10.0], [6.0], 0)])
     return f"{prefix}-{first:x}"
 
 
