@@ -73,8 +73,11 @@ def _scratch_lake(src: Lake, root: Path) -> Settings:
 
 
 def _start(
-    tree: ProcessTree, settings: Settings, scratch: Settings, share: float, token: str
-) -> tuple[ServiceClient, Path]:
+    tree: ProcessTree, settings: Settings, scratch: Settings, knobs: dict[str, str], token: str
+) -> ServiceClient:
+    """`pricing serve` over ``scratch``'s lake and ``settings``' registry, with the
+    ``PRICING_SERVE_*`` knobs of the environment and ``knobs`` on top; its client once it
+    answers."""
     port = _free_port()
     log = scratch.data_dir / "serve.log"
     env = {
@@ -85,9 +88,8 @@ def _start(
         "PRICING_MODEL_NAME": settings.model_name,
         "PRICING_ADMIN_TOKEN": token,
         "MLFLOW_TRACKING_URI": settings.tracking_uri,
-        "PRICING_SERVE_TREATMENT_SHARE": repr(share),
-        "PRICING_SERVE_EXPERIMENT": "visitor",
         "PRICING_SERVE_POLL_SECONDS": "3600",
+        **knobs,
     }
     if settings.world_file is not None:
         env["PRICING_WORLD_FILE"] = str(settings.world_file)
@@ -100,13 +102,75 @@ def _start(
             raise ParityError(f"the pricing service exited ({proc.returncode}); see {log}")
         try:
             with urllib.request.urlopen(f"{url}/healthz", timeout=2):  # nosec B310 (loopback)
-                return ServiceClient(url, token), log
+                return ServiceClient(url, token)
         except OSError:
             time.sleep(0.5)
     raise ParityError(f"the pricing service did not answer within 180 s; see {log}")
 
 
-def _first_season_start(anchor: dt.datetime, clock: Clock, after: dt.date) -> tuple[int, dt.date]:
+def served_replays(
+    settings: Settings,
+    world: World,
+    runs: dict[str, dict[str, str]],
+    seasons: int,
+    seed: int,
+    say: Callable[[str], None] = print,
+) -> tuple[dict[str, dict[str, Any]], list[int]]:
+    """Each of ``runs`` (a name and its ``PRICING_SERVE_*`` knobs) as a real pricing service of
+    its own over a scratch copy of the lake's catalogue and ``settings``' registry, played side
+    by side by `pricing replay` for ``seasons`` whole seasons from the first that starts after
+    the lake's last decisions, on the same visitors (``seed``). Returns each run's replay
+    figures (with its visitors' rows and the service's last ``/readyz``) and the seasons
+    played."""
+    lake = open_lake(settings)
+    dates = lake.list_dates("raw", "decisions")
+    scratch_root = Path(tempfile.mkdtemp(prefix="pricing-replays-"))
+    token = secrets.token_urlsafe(24)
+    results: dict[str, dict[str, Any]] = {}
+    errors: dict[str, BaseException] = {}
+    try:
+        with ProcessTree() as tree:
+            clients = {}
+            for name, knobs in runs.items():
+                scratch = _scratch_lake(lake, scratch_root / name)
+                clients[name] = (_start(tree, settings, scratch, knobs, token), scratch)
+            ready = next(iter(clients.values()))[0].call("GET", "/readyz")
+            anchor = dt.datetime.fromisoformat(ready["season_start"])
+            clock = Clock.of(world, anchor)
+            after = dates[-1] + dt.timedelta(days=1) if dates else anchor.date()
+            first, start = _first_season_start(clock, after)
+            days = -(-seasons * clock.steps * clock.step_hours // 24)
+            say(
+                f"{', '.join(runs)}: {seasons} season(s) of {world.name} from {start} ({days} days)"
+            )
+
+            def play(name: str) -> None:
+                client, scratch = clients[name]
+
+                def tell(message: str) -> None:
+                    say(f"  {name}: {message}")
+
+                try:
+                    results[name] = replay(
+                        scratch, world, client, start, days, seed, nightly=False, say=tell
+                    )
+                    results[name]["ready"] = client.call("GET", "/readyz")
+                except BaseException as err:  # re-raised below, in the caller's thread
+                    errors[name] = err
+
+            threads = [threading.Thread(target=play, args=(n,)) for n in runs]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            for err in errors.values():
+                raise err
+    finally:
+        shutil.rmtree(scratch_root, ignore_errors=True)
+    return results, list(range(first, first + seasons))
+
+
+def _first_season_start(clock: Clock, after: dt.date) -> tuple[int, dt.date]:
     """The first season that starts at midnight on or after ``after``."""
     season = 0
     while True:
@@ -163,55 +227,16 @@ def parity(
     label = registry.label(version)
     loaded = registry.load(version)
     agent, trained_in = loaded.model, loaded.world
-    dates = lake.list_dates("raw", "decisions")
-    scratch_root = Path(tempfile.mkdtemp(prefix="pricing-parity-"))
-    token = secrets.token_urlsafe(24)
-    results: dict[str, dict[str, Any]] = {}
-    try:
-        with ProcessTree() as tree:
-            clients = {}
-            for name, (_, share) in ARMS.items():
-                scratch = _scratch_lake(lake, scratch_root / name)
-                clients[name] = (_start(tree, settings, scratch, share, token)[0], scratch)
-            ready = clients["champion"][0].call("GET", "/readyz")
-            if ready["policy"] != "champion":
-                raise ParityError(f"the service does not serve the champion: {ready['reason']}")
-            anchor = dt.datetime.fromisoformat(ready["season_start"])
-            clock = Clock.of(world, anchor)
-            after = dates[-1] + dt.timedelta(days=1) if dates else anchor.date()
-            first, start = _first_season_start(anchor, clock, after)
-            season_hours = clock.steps * clock.step_hours
-            days = -(-seasons * season_hours // 24)
-            say(
-                f"serving v{version} ({label}) and the rule-based pricer to every visitor of "
-                f"{world.name}: {seasons} season(s) from {start} ({days} days)"
-            )
-
-            errors: dict[str, BaseException] = {}
-
-            def play(name: str) -> None:
-                client, scratch = clients[name]
-
-                def tell(message: str) -> None:
-                    say(f"  {name}: {message}")
-
-                try:
-                    results[name] = replay(
-                        scratch, world, client, start, days, seed, nightly=False, say=tell
-                    )
-                except BaseException as err:  # re-raised below, in the caller's thread
-                    errors[name] = err
-
-            threads = [threading.Thread(target=play, args=(n,)) for n in ARMS]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            for err in errors.values():
-                raise err
-    finally:
-        shutil.rmtree(scratch_root, ignore_errors=True)
-    played = list(range(first, first + seasons))
+    knobs = {
+        name: {"PRICING_SERVE_TREATMENT_SHARE": repr(share), "PRICING_SERVE_EXPERIMENT": "visitor"}
+        for name, (_, share) in ARMS.items()
+    }
+    say(f"serving v{version} ({label}) and the rule-based pricer to every visitor")
+    results, played = served_replays(settings, world, knobs, seasons, seed, say)
+    ready = results["champion"]["ready"]
+    if ready["policy"] != "champion" or ready["model_version"] != version:
+        raise ParityError(f"the service did not serve v{version}: {ready['reason']}")
+    anchor = dt.datetime.fromisoformat(ready["season_start"])
     return _figures(
         settings, world, served, (agent, trained_in), label, version, results, played, anchor,
         seed, episodes, tolerance,
