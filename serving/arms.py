@@ -12,9 +12,13 @@
   probability the share, and raising the share only moves SKUs into treatment. Adding SKUs to
   the catalogue re-sorts it, which may move SKUs between arms: the log keeps each decision's.
 - ``switchback``: every SKU alternates between arms by blocks of decision periods (a selling
-  season by default: a block's stock then starts afresh, nothing one arm did carries over); a
-  block's salted hash below the share is treatment. The first ``washout_hours`` of a block whose
-  arm differs from the one before are logged as washout and left out of the analysis.
+  season by default: a block's stock then starts afresh, nothing one arm did carries over).
+  Blocks are randomised in antithetic pairs: a pair's salted hash ``u`` puts its first block in
+  treatment when ``u`` is below the share and its second when ``u + 1/2`` (mod 1) is, so each
+  block is treated with probability the share, at 50 % every pair has one block of each arm
+  (balanced, and compared close in time), and raising the share only moves blocks into
+  treatment. The first ``washout_hours`` of a block whose arm differs from the one before are
+  logged as washout and left out of the analysis.
 
 Each decision's design, unit (``customer``, ``sku:<id>``, ``block:<n>``) and washout flag are
 logged with it (the decisions feed), so the rollout judges each design on its own unit.
@@ -79,7 +83,9 @@ class Arms:
         return self._points
 
     def block_arm(self, block: int, share: float) -> Arm:
-        return "treatment" if unit_point(self.salt, f"block:{block}") < share else "control"
+        pair, second = divmod(block, 2)
+        point = (unit_point(self.salt, f"blocks:{pair}") + 0.5 * second) % 1.0
+        return "treatment" if point < share else "control"
 
     def assign(
         self,

@@ -56,6 +56,17 @@ def test_off_policy_without_support_is_skipped_not_passed() -> None:
     assert d.checks["off_policy"]["status"] == "skipped"
 
 
+def test_an_off_policy_estimate_that_failed_never_passes() -> None:
+    """Logs were there and the estimate raised (bad rows, a bug): the check fails, it is not
+    skipped, and the candidate is kept."""
+    broken = dataclasses.replace(
+        GOOD, ope_diff=None, ope_ci95=None, ope_ess=None, ope_error="KeyError: 'propensity'"
+    )
+    d = promotion_decision(broken, TH)
+    assert not d.promote and d.checks["off_policy"]["status"] == "fail"
+    assert "KeyError: 'propensity'" in d.reason
+
+
 def test_boundary_is_strict() -> None:
     d = promotion_decision(dataclasses.replace(GOOD, diff_ci95=(10.0, 30.0)), TH)
     assert not d.promote  # the lower bound must clear the margin, not touch it

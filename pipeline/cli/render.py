@@ -21,20 +21,36 @@ def out() -> Console:
 def evaluation_table(report: dict[str, Any], title: str) -> None:
     """The evaluation report (`pipeline.model.evaluation`), best policy first."""
     table = Table(title=title)
-    for col in ("policy", "mean profit", "95% CI", "% of optimal", "units", "changes/ep"):
+    served = "served_as" in report  # the night's: policies as served, the greedy figure beside
+    columns = ["policy", "mean profit", "95% CI", "% of optimal", "units", "changes/ep"]
+    if served:
+        columns.insert(4, "greedy")
+    for col in columns:
         table.add_column(col, justify="right" if col != "policy" else "left")
     rows = sorted(report["policies"].items(), key=lambda kv: -kv[1]["mean_profit"])
     for name, r in rows:
         pct = r["pct_of_optimal"]
-        table.add_row(
+        cells = [
             name.removeprefix("models:/"),
             f"{r['mean_profit']:,.1f}",
             f"[{r['ci95'][0]:,.0f}, {r['ci95'][1]:,.0f}]",
             "—" if pct is None else f"{pct:.1f}",
             f"{r['mean_units']:.1f}",
             f"{r['price_changes_per_episode']:.1f}",
-        )
+        ]
+        if served:
+            greedy = r.get("greedy_mean_profit")
+            cells.insert(4, "—" if greedy is None else f"{greedy:,.1f}")
+        table.add_row(*cells)
     out().print(table)
+    if served:
+        s = report["served_as"]
+        out().print(
+            f"as served: exploration {s['epsilon']:.0%} (rule {s['control_epsilon']:.0%}), at "
+            f"most {s['max_step_levels']} ladder steps a period, margin floor "
+            f"{s['margin_floor']:.0%}; greedy: the policy alone",
+            soft_wrap=True,
+        )
 
 
 def night(report: dict[str, Any], decision: Gated, title: str) -> None:

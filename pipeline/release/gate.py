@@ -11,7 +11,8 @@ Promote only if all hold:
    the importance weights at least ``min_ope_support``), the off-policy estimate of (candidate −
    incumbent) must not contradict the simulator, by the one rule `pipeline.model.ope.ope_agrees`
    defines (an interval that excludes zero on the other side of the simulator's difference).
-   Without support the check is reported as skipped, not passed silently.
+   Without support the check is reported as skipped, not passed silently; an estimate that
+   failed on logs that exist (bad rows, a bug) fails the check: it never passes on an error.
 """
 
 from __future__ import annotations
@@ -115,8 +116,16 @@ def promotion_decision(ev: GateEvidence, th: GateThresholds) -> GateDecision:
             f"{th.max_price_changes_per_day:g}"
         ),
     }
-    if ev.ope_diff is None or ev.ope_ess is None or ev.ope_ci95 is None:
-        checks["off_policy"] = {"status": "skipped", "detail": "no off-policy estimate available"}
+    if ev.ope_error is not None:  # logs were there, the estimate broke: never a pass
+        checks["off_policy"] = {
+            "status": "fail",
+            "detail": f"the off-policy estimate failed ({ev.ope_error}); fix it or the logs",
+        }
+    elif ev.ope_diff is None or ev.ope_ess is None or ev.ope_ci95 is None:
+        checks["off_policy"] = {
+            "status": "skipped",
+            "detail": "no logged decisions in the held-out days to estimate on",
+        }
     elif ev.ope_ess < th.min_ope_support:
         checks["off_policy"] = {
             "status": "skipped",
