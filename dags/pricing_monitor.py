@@ -5,8 +5,15 @@ Every hour, what the pricing service did since the monitor last succeeded:
 
 ```text
 measure ─► retrain_signal   (pricing://drift event when a market feature drifted)
-        └► drift_alarm      (fails, loudly, on drift)
+        ├► drift_alarm      (fails, loudly, on drift)
+        └► parity_alarm     (fails while the last night's served parity is in alarm)
 ```
+
+**Served parity.** Each night checks the champion's served decisions of the day against its
+evaluation (`pipeline.release.parity`): the decisions it would have taken in the same states, and
+what it earned against what the simulator expects there. While that night's verdict is an alarm,
+`parity_alarm` fails every hour and the gauges `pricing_parity_*` (alarm, mismatch rate, reward
+gap) say why; the promotion gate keeps the champion until a night finds parity again.
 
 **What it measures** (`pipeline.ops.monitor`): from the decisions feed (`raw/decisions/`), the prices
 shown in the window — conversion, revenue, gross profit, margin, exploration rate and the action
@@ -135,6 +142,15 @@ def pricing_monitor() -> None:
         return True
 
     @task(retries=0)
+    def parity_alarm(report: dict[str, Any]) -> str:
+        """Fails when the last night found the served champion not doing or earning what its
+        evaluation says (served parity)."""
+        parity = report.get("parity") or {}
+        if parity.get("judged") and parity["alarm"]:
+            raise AirflowFailException("served parity: " + "; ".join(parity["reasons"]))
+        return "served parity holds" if parity.get("judged") else "served parity not judged"
+
+    @task(retries=0)
     def drift_alarm(report: dict[str, Any]) -> str:
         """Fails when a market feature drifted beyond the threshold."""
         message: str = report["drift"]["message"]
@@ -145,6 +161,7 @@ def pricing_monitor() -> None:
     report = measure()
     retrain_signal(report)
     drift_alarm(report)
+    parity_alarm(report)
 
 
 pricing_monitor()

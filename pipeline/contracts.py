@@ -55,6 +55,11 @@ def gate_decision_path(date: dt.date) -> str:
     return report_path("gate", date, "decision.json")
 
 
+def parity_report_path(date: dt.date) -> str:
+    """The night's served parity of day ``date`` (`pipeline.release.parity`)."""
+    return report_path("parity", date, "parity.json")
+
+
 LEDGER_PATH = "reports/promotions/ledger.jsonl"  # every champion move, one JSON line each
 ROLLOUT_LEDGER_PATH = "reports/rollout/ledger.jsonl"  # every move of the A/B treatment share
 ROLLOUT_STAGES = (0.05, 0.10, 0.25, 0.50)  # the treatment shares a rollout steps through

@@ -8,6 +8,7 @@ sets ``PRICING_LAKE_URI=s3://bucket/prefix``, ``PRICING_S3_ENDPOINT_URL`` (MinIO
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -74,6 +75,12 @@ class ServedAs(BaseSettings):
     )
     min_price_ratio: float = Field(0.0, ge=0.0, description="lowest price / reference price")
     max_price_ratio: float = Field(10.0, gt=0.0, description="highest price / reference price")
+    # the season clock
+    season_start: dt.datetime | None = Field(
+        None,
+        description="start of a selling season (UTC); seasons repeat every horizon; default: "
+        "midnight of the lake's first catalogue snapshot",
+    )
 
     @model_validator(mode="after")
     def _check_served(self) -> ServedAs:

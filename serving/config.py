@@ -7,8 +7,6 @@ evaluates candidates as they will be served.
 
 from __future__ import annotations
 
-import datetime as dt
-
 from pydantic import Field
 
 from pipeline.settings import ServedAs
@@ -18,12 +16,6 @@ class ServeSettings(ServedAs):
     """Every knob of the pricing service; invalid values fail at start, naming the variable.
     The A/B split, exploration and guardrails are `ServedAs`'s, which the night reads too."""
 
-    # the season clock
-    season_start: dt.datetime | None = Field(
-        None,
-        description="start of a selling season (UTC); seasons repeat every horizon; default: "
-        "midnight of the lake's first catalogue snapshot",
-    )
     # models and catalogue
     poll_seconds: float = Field(30.0, gt=0.0, description="how often the champion alias is read")
     clusters: bool = Field(

@@ -21,8 +21,6 @@ from sim.market import Market, observe
 from sim.params import MarketParams
 from sim.world import World
 
-DEFAULT_ANCHOR = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)  # a Monday
-
 
 @dataclass
 class LiveWorld:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.data.catalogue import catalogue_dates, read_catalogue
+from pipeline.data.catalogue import catalogue_dates, read_catalogue, season_anchor
 from pipeline.data.lake import Lake, open_lake
 from pipeline.model.numpy_policy import NumpyPolicy
 from pipeline.model.planner import Planner
@@ -22,7 +22,7 @@ from serving.config import ServeSettings
 from serving.decide import Pricer
 from serving.decision_log import DecisionLog
 from serving.lanes import Lanes
-from serving.market import DEFAULT_ANCHOR, LiveWorld
+from serving.market import LiveWorld
 from serving.store import Store
 from sim.catalogue import apply_catalogue
 from sim.params import MarketParams
@@ -74,12 +74,7 @@ def build_world(
     categories = (
         {i.id: i.category for i in snapshot[0].skus if i.category} if snapshot is not None else {}
     )
-    anchor = serve.season_start or (
-        dt.datetime.combine(dates[0], dt.time(0), tzinfo=dt.UTC) if dates else DEFAULT_ANCHOR
-    )
-    if anchor.tzinfo is None:
-        anchor = anchor.replace(tzinfo=dt.UTC)
-    return LiveWorld(world, anchor, source, categories)
+    return LiveWorld(world, season_anchor(lake, serve.season_start), source, categories)
 
 
 def _fits(champion: Champion, params: MarketParams) -> str | None:

@@ -290,3 +290,35 @@ def best_static_level(params: MarketParams, k: int) -> tuple[int, float]:
     values = static_values(params, k)
     best = int(np.argmax(values))
     return best, float(values[best])
+
+
+def expected_step_reward(
+    params: MarketParams,
+    k: np.ndarray,
+    t: np.ndarray,
+    inventory: np.ndarray,
+    old: np.ndarray,
+    new: np.ndarray,
+    comp: np.ndarray,
+) -> np.ndarray:
+    """The simulator's expected reward of one step in each given state (SKU ``k``, step ``t``,
+    units on hand, level before and after the move, competitor state), the clearance bonus left
+    out: the solver's own step reward (`solve_sku`), row by row."""
+    p = params
+    k, t, inv = (np.asarray(x, dtype=np.int64) for x in (k, t, inventory))
+    old, new, comp = (np.asarray(x, dtype=np.int64) for x in (old, new, comp))
+    carts = p.cart_rate[k, t, new, comp]
+    ab = p.abandon[old, new]
+    mean = carts * (1.0 - ab)
+    j = np.arange(max(int(inv.max(initial=0)), 1))
+    exp_sold = np.zeros(len(k))
+    for alpha in np.unique(p.dispersion[k]):
+        rows = np.flatnonzero(p.dispersion[k] == alpha)
+        _, sf = demand_dist(j[None, :], mean[rows, None], float(alpha))
+        exp_sold[rows] = (sf * (j[None, :] < inv[rows, None])).sum(axis=1)  # sum_{j<inv} P(D>j)
+    unit_margin = p.ref_price[k] * p.ratios[new] - p.unit_cost[k]
+    return np.asarray(
+        p.margin_weight * exp_sold * unit_margin
+        - p.abandon_cost * carts * ab * (inv > 0)
+        - p.change_cost[k] * (new != old)
+    )

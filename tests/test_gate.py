@@ -17,6 +17,8 @@ GOOD = GateEvidence(
     ope_diff=0.4,
     ope_ci95=(-0.1, 0.9),
     ope_ess=250.0,
+    served_parity_alarm=False,
+    served_parity_detail="v2 served 126 decision units: 0 of 119 differ",
 )
 TH = GateThresholds(
     promotion_margin=10.0, margin_floor=0.2, max_price_changes_per_day=6, min_ope_support=50
@@ -38,6 +40,7 @@ def test_clear_win_promotes() -> None:
         ({"candidate_margin_rate": 0.1}, "margin_floor"),
         ({"candidate_changes_per_day": 9.5}, "price_change_rate"),
         ({"ope_diff": -0.5, "ope_ci95": (-0.9, -0.1)}, "off_policy"),
+        ({"served_parity_alarm": True}, "served_parity"),
     ],
 )
 def test_each_check_can_block(change: dict, failed: str) -> None:
@@ -65,6 +68,13 @@ def test_an_off_policy_estimate_that_failed_never_passes() -> None:
     d = promotion_decision(broken, TH)
     assert not d.promote and d.checks["off_policy"]["status"] == "fail"
     assert "KeyError: 'propensity'" in d.reason
+
+
+def test_a_day_without_a_served_champion_skips_served_parity() -> None:
+    d = promotion_decision(
+        dataclasses.replace(GOOD, served_parity_alarm=None, served_parity_detail=None), TH
+    )
+    assert d.promote and d.checks["served_parity"]["status"] == "skipped"
 
 
 def test_boundary_is_strict() -> None:

@@ -70,6 +70,11 @@ MONITOR_METRICS = {
     "pricing_monitor_exploration_rate",
     "pricing_monitor_action_share",
     "pricing_monitor_last_run_timestamp_seconds",
+    "pricing_parity_alarm",
+    "pricing_parity_mismatch_rate",
+    "pricing_parity_reward_gap",
+    "pricing_parity_reward_gap_low",
+    "pricing_parity_reward_gap_high",
 }
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|KEY")
 # ...unless the variable names a file (e.g. the auth manager's passwords file): a path, no secret.
@@ -208,6 +213,17 @@ def test_prometheus_scrapes_pushgateway_and_inference() -> None:
     push = next(name for name, t in targets.items() if "pushgateway:9091" in t)
     assert jobs[push].get("honor_labels") is True
     assert any("inference:8000" in t for t in targets.values())
+
+
+def test_prometheus_alerts_on_served_parity() -> None:
+    """The alert rules file is loaded, and pages on the served-parity gauge the monitor pushes."""
+    config = yaml.safe_load((INFRA / "prometheus" / "prometheus.yml").read_text())
+    assert "/etc/prometheus/alerts.yml" in config["rule_files"]
+    rules = yaml.safe_load((INFRA / "prometheus" / "alerts.yml").read_text())
+    alerts = {r["alert"]: r for g in rules["groups"] for r in g["rules"]}
+    assert "pricing_parity_alarm" in alerts["PricingServedParity"]["expr"]
+    compose = (INFRA / "docker-compose.yml").read_text()
+    assert "./prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in compose
 
 
 def _dashboard() -> dict[str, Any]:

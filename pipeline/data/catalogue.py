@@ -86,3 +86,19 @@ def add_to_catalogue(
             assert snapshot is not None
             written.append(write_catalogue(lake, later, updated(snapshot[0])))
     return written
+
+
+# Seasons repeat from here when the lake holds no catalogue yet (a Monday).
+DEFAULT_SEASON_ANCHOR = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+
+
+def season_anchor(lake: Lake, season_start: dt.datetime | None) -> dt.datetime:
+    """Where the selling seasons of the pricing service start (and repeat every horizon):
+    ``PRICING_SERVE_SEASON_START``, else midnight (UTC) of the lake's first catalogue snapshot,
+    where `pricing history` starts its seasons too."""
+    if season_start is not None:
+        return season_start if season_start.tzinfo else season_start.replace(tzinfo=dt.UTC)
+    dates = catalogue_dates(lake)
+    if not dates:
+        return DEFAULT_SEASON_ANCHOR
+    return dt.datetime.combine(dates[0], dt.time(0), tzinfo=dt.UTC)

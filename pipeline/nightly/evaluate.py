@@ -34,6 +34,7 @@ from pipeline.model.plots import action_mix, price_trajectories, profit_distribu
 from pipeline.nightly.results import Evaluated, NightStopped
 from pipeline.nightly.steps import fitted_world, night_lake, read_days, window, write_json
 from pipeline.release.gate import GateEvidence
+from pipeline.release.parity import served_parity, write_parity
 from pipeline.release.registry import Registry
 from pipeline.settings import ServedAs, Settings
 from pipeline.tracking import experiment
@@ -90,7 +91,9 @@ def evaluate_candidates(settings: Settings, date: dt.date, versions: list[str]) 
         report["policies"][name]["greedy_mean_profit"] = r["mean_profit"]
         report["policies"][name]["greedy_pct_of_optimal"] = r["pct_of_optimal"]
     report["served_as"] = served.model_dump(mode="json")
-    report["evidence"] = {**evidence.to_dict(), **off_policy}
+    parity = _served_parity(settings, lake, date, served)
+    report["served_parity"] = parity
+    report["evidence"] = {**evidence.to_dict(), **off_policy, **_parity_evidence(parity)}
     registry.set_challenger(best)
     write_json(lake, evaluation_report_path(date), report)
     _log_run(settings, date, world, ev, report, policies, evidence)
@@ -187,6 +190,31 @@ def _off_policy(
         "ope_dr_diff": dr["diff"],
         "ope_dr_ci95": list(dr["ci95"]),
     }
+
+
+def _served_parity(
+    settings: Settings, lake: Lake, date: dt.date, served: ServedAs
+) -> dict[str, Any]:
+    """The champion's served decisions of ``date`` against its evaluation, written to the lake
+    (`pipeline.release.parity`). An error here is reported as such, never as parity."""
+    try:
+        result = served_parity(settings, lake, date, served)
+    except (ValueError, KeyError) as err:
+        log.warning("served parity could not be measured: %s", err)
+        return {"judged": False, "error": f"{err.__class__.__name__}: {err}", "alarm": True}
+    write_parity(lake, result)
+    return {**result.to_dict(), "summary": result.summary}
+
+
+def _parity_evidence(parity: dict[str, Any]) -> dict[str, Any]:
+    if parity.get("error"):
+        return {
+            "served_parity_alarm": True,
+            "served_parity_detail": f"served parity failed ({parity['error']})",
+        }
+    if not parity["judged"]:
+        return {"served_parity_alarm": None, "served_parity_detail": parity["summary"]}
+    return {"served_parity_alarm": parity["alarm"], "served_parity_detail": parity["summary"]}
 
 
 def _log_run(

@@ -26,6 +26,9 @@ data interval, or everything since its last successful run). It computes:
   meaningful across a catalogue (tens of SKUs or more); for a handful of SKUs, monitor longer
   windows.
 
+It also carries the last night's *served parity* (`pipeline.release.parity`: does the served
+champion decide and earn what its evaluation says?), so that its alarm reaches the same places.
+
 The result is written three ways (`pipeline.ops.publish`): ``reports/monitor/date=D/hour=HH.json``
 in the lake; metrics of the MLflow run "monitor D" in the experiment ``pricing-monitor`` (step =
 hour of the window start);
@@ -50,6 +53,7 @@ from pipeline.contracts import MONITOR_PREFIX
 from pipeline.data.lake import Lake, open_lake
 from pipeline.errors import PricingError
 from pipeline.ops.publish import publish_window
+from pipeline.release.parity import latest_parity
 from pipeline.release.registry import Registry
 from pipeline.settings import Settings
 from sim.feeds import DECISIONS, PURCHASE
@@ -420,6 +424,9 @@ def monitor_window(
         "kpis": kpis(decisions),
         "drift": drift_report,
         "retrain": drift_report["status"] == "drift" and settings.retrain_on_drift,
+        # the last night's served parity (pipeline.release.parity): its alarm stays on until a
+        # night finds the service doing and earning what the champion's evaluation says
+        "parity": latest_parity(lake, end.date() - dt.timedelta(days=1)),
     }
     if publish:
         report.update(publish_window(settings, lake, report, start, end))

@@ -62,7 +62,22 @@ def _metrics(report: dict[str, Any]) -> dict[str, float]:
     if "max_psi" in d:
         out["psi_max"] = float(d["max_psi"])
     out["drift"] = 1.0 if d.get("status") == "drift" else 0.0
+    out.update({f"parity_{k}": v for k, v in _parity(report).items()})
     return out
+
+
+def _parity(report: dict[str, Any]) -> dict[str, float]:
+    """The last night's served parity as numbers (none when it was not judged)."""
+    parity = report.get("parity") or {}
+    if not parity.get("judged"):
+        return {}
+    return {
+        "alarm": 1.0 if parity["alarm"] else 0.0,
+        "mismatch_rate": float(parity["mismatch_rate"]),
+        "reward_gap": float(parity["gap"]),
+        "reward_gap_low": float(parity["gap_ci95"][0]),
+        "reward_gap_high": float(parity["gap_ci95"][1]),
+    }
 
 
 def log_to_mlflow(settings: Settings, report: dict[str, Any]) -> str:
@@ -117,6 +132,15 @@ def push_metrics(settings: Settings, report: dict[str, Any]) -> None:
     psis = gauge("psi", "population stability index vs the champion's training data", ("feature",))
     for feature, value in d.get("psi", {}).items():
         psis.labels(feature=feature).set(float(value))
+    docs = {
+        "alarm": "1 when the served champion does not do or earn what its evaluation says",
+        "mismatch_rate": "share of unexplored served decisions not the champion's own",
+        "reward_gap": "served earnings vs the simulator's, relative (last night)",
+        "reward_gap_low": "lower end of the 95 % interval of the reward gap",
+        "reward_gap_high": "upper end of the 95 % interval of the reward gap",
+    }
+    for name, value in _parity(report).items():
+        Gauge(f"pricing_parity_{name}", docs[name], registry=registry).set(value)
     push_to_gateway(
         settings.pushgateway_url,
         job=PUSH_JOB,

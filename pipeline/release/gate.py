@@ -13,6 +13,9 @@ Promote only if all hold:
    defines (an interval that excludes zero on the other side of the simulator's difference).
    Without support the check is reported as skipped, not passed silently; an estimate that
    failed on logs that exist (bad rows, a bug) fails the check: it never passes on an error.
+4. **Served parity**: the champion's served day does and earns what its evaluation says
+   (`pipeline.release.parity`); when it does not, every figure above rests on sand and the
+   champion is kept until the service is fixed. A day without a served champion is skipped.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ class GateEvidence:
     ope_dr_diff: float | None = None  # the doubly robust estimate, reported beside
     ope_dr_ci95: tuple[float, float] | None = None
     ope_error: str | None = None  # why there is no off-policy estimate
+    served_parity_alarm: bool | None = None  # the champion's served day against its evaluation
+    served_parity_detail: str | None = None  # (`pipeline.release.parity`); None: not judged
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -142,6 +147,22 @@ def promotion_decision(ev: GateEvidence, th: GateThresholds) -> GateDecision:
                 f"[{olo:+.3f}, {ohi:+.3f}], ESS {ev.ope_ess:.0f}"
                 + (" contradicts the simulator" if contradicts else "")
             ),
+        }
+    if ev.served_parity_alarm is None:
+        checks["served_parity"] = {
+            "status": "skipped",
+            "detail": ev.served_parity_detail or "no served day of a champion to judge",
+        }
+    else:
+        checks["served_parity"] = {
+            "status": "fail" if ev.served_parity_alarm else "pass",
+            "detail": (
+                "the served champion does not do or earn what its evaluation says, so no "
+                "offline figure can be trusted until the service is fixed: "
+                if ev.served_parity_alarm
+                else ""
+            )
+            + (ev.served_parity_detail or ""),
         }
     promote = all(c["status"] != "fail" for c in checks.values())
     return GateDecision(promote=promote, checks=checks, evidence=asdict(ev))
