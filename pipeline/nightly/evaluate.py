@@ -91,7 +91,7 @@ def evaluate_candidates(settings: Settings, date: dt.date, versions: list[str]) 
         report["policies"][name]["greedy_mean_profit"] = r["mean_profit"]
         report["policies"][name]["greedy_pct_of_optimal"] = r["pct_of_optimal"]
     report["served_as"] = served.model_dump(mode="json")
-    parity = _served_parity(settings, lake, date, served)
+    parity = _served_parity(settings, lake, date, served, world)
     report["served_parity"] = parity
     report["evidence"] = {**evidence.to_dict(), **off_policy, **_parity_evidence(parity)}
     registry.set_challenger(best)
@@ -193,12 +193,13 @@ def _off_policy(
 
 
 def _served_parity(
-    settings: Settings, lake: Lake, date: dt.date, served: ServedAs
+    settings: Settings, lake: Lake, date: dt.date, served: ServedAs, world: World
 ) -> dict[str, Any]:
-    """The champion's served decisions of ``date`` against its evaluation, written to the lake
-    (`pipeline.release.parity`). An error here is reported as such, never as parity."""
+    """The champion's served decisions of ``date`` against its evaluation in tonight's refit
+    ``world``, written to the lake (`pipeline.release.parity`). An error here is reported as
+    such, never as parity."""
     try:
-        result = served_parity(settings, lake, date, served)
+        result = served_parity(settings, lake, date, served, simulator=world)
     except (ValueError, KeyError) as err:
         log.warning("served parity could not be measured: %s", err)
         return {"judged": False, "error": f"{err.__class__.__name__}: {err}", "alarm": True}

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.data.catalogue import catalogue_dates, read_catalogue, write_catalogue
+from pipeline.data.catalogue import catalogue_dates, read_catalogue, season_anchor, write_catalogue
 from pipeline.data.lake import Lake, open_lake
 from pipeline.errors import PricingError
 from pipeline.model.agents import agent_policy
@@ -115,16 +115,20 @@ def served_replays(
     seasons: int,
     seed: int,
     say: Callable[[str], None] = print,
+    days: int | None = None,
+    keep: Path | None = None,
 ) -> tuple[dict[str, dict[str, Any]], list[int]]:
     """Each of ``runs`` (a name and its ``PRICING_SERVE_*`` knobs) as a real pricing service of
     its own over a scratch copy of the lake's catalogue and ``settings``' registry, played side
-    by side by `pricing replay` for ``seasons`` whole seasons from the first that starts after
-    the lake's last decisions, on the same visitors (``seed``). Returns each run's replay
-    figures (with its visitors' rows and the service's last ``/readyz``) and the seasons
-    played."""
+    by side by `pricing replay` for ``seasons`` whole seasons (or ``days`` days) from the first
+    that starts after the lake's last decisions, on the same visitors (``seed``) and the
+    pipeline's season clock (a service set to another clock meets the world on this one).
+    Returns each run's replay figures (with its visitors' rows and the service's last
+    ``/readyz``) and the seasons played. The scratch data dirs are deleted, unless ``keep``
+    names where to put them (``keep/<run>``)."""
     lake = open_lake(settings)
     dates = lake.list_dates("raw", "decisions")
-    scratch_root = Path(tempfile.mkdtemp(prefix="pricing-replays-"))
+    scratch_root = keep or Path(tempfile.mkdtemp(prefix="pricing-replays-"))
     token = secrets.token_urlsafe(24)
     results: dict[str, dict[str, Any]] = {}
     errors: dict[str, BaseException] = {}
@@ -134,12 +138,11 @@ def served_replays(
             for name, knobs in runs.items():
                 scratch = _scratch_lake(lake, scratch_root / name)
                 clients[name] = (_start(tree, settings, scratch, knobs, token), scratch)
-            ready = next(iter(clients.values()))[0].call("GET", "/readyz")
-            anchor = dt.datetime.fromisoformat(ready["season_start"])
+            anchor = season_anchor(lake, ServedAs().season_start)
             clock = Clock.of(world, anchor)
             after = dates[-1] + dt.timedelta(days=1) if dates else anchor.date()
             first, start = _first_season_start(clock, after)
-            days = -(-seasons * clock.steps * clock.step_hours // 24)
+            days = days or -(-seasons * clock.steps * clock.step_hours // 24)
             say(
                 f"{', '.join(runs)}: {seasons} season(s) of {world.name} from {start} ({days} days)"
             )
@@ -152,8 +155,9 @@ def served_replays(
 
                 try:
                     results[name] = replay(
-                        scratch, world, client, start, days, seed, nightly=False, say=tell
-                    )
+                        scratch, world, client, start, days, seed, nightly=False, say=tell,
+                        anchor=anchor,
+                    )  # fmt: skip
                     results[name]["ready"] = client.call("GET", "/readyz")
                 except BaseException as err:  # re-raised below, in the caller's thread
                     errors[name] = err
@@ -166,7 +170,8 @@ def served_replays(
             for err in errors.values():
                 raise err
     finally:
-        shutil.rmtree(scratch_root, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(scratch_root, ignore_errors=True)
     return results, list(range(first, first + seasons))
 
 

@@ -394,16 +394,18 @@ def replay(
     customers: int = 20_000,
     nightly: bool = True,
     say: Callable[[str], None] = print,
+    anchor: dt.datetime | None = None,
 ) -> dict[str, Any]:
     """Play ``days`` days from ``start`` (default: the day after the lake's last decisions);
     returns the figures per day and overall, the experiment's effect, and every visitor's row
-    (``"visits"``, a DataFrame)."""
+    (``"visits"``, a DataFrame). The world's seasons start at ``anchor`` (default: where the
+    service says its seasons start)."""
     from pipeline.data.lake import open_lake
     from pipeline.nightly.run import run_night
 
     lake = open_lake(settings)
     ready = client.call("GET", "/readyz")
-    anchor = dt.datetime.fromisoformat(ready["season_start"])
+    anchor = anchor or dt.datetime.fromisoformat(ready["season_start"])
     design = str(ready.get("experiment", "visitor"))
     if start is None:
         dates = lake.list_dates("raw", "decisions")

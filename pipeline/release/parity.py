@@ -44,7 +44,8 @@ from pipeline.settings import ServedAs, Settings
 from sim.catalogue import apply_catalogue
 from sim.dp import expected_step_reward
 from sim.feeds import DECISIONS
-from sim.history import episode_world
+from sim.history import Clock, episode_world
+from sim.params import MarketParams
 from sim.world import World
 
 log = logging.getLogger("pricing.parity")
@@ -109,22 +110,43 @@ def _served_world(champion_world: World, lake: Lake, day: dt.date, settings: Set
     return apply_catalogue(champion_world, snapshot[0])
 
 
-def _decisions(lake: Lake, day: dt.date) -> pd.DataFrame | None:
-    """The day's decisions and the day before's (a period's price before is in the day before)."""
+def _decisions(lake: Lake, first: dt.date, day: dt.date) -> pd.DataFrame | None:
+    """The decisions from ``first`` (the start of ``day``'s season: a unit's price before, and
+    the season's averages, are rebuilt from the season's log) to ``day``."""
+    days = [first + dt.timedelta(days=i) for i in range((day - first).days + 1)]
     frames = [
         DECISIONS.conform(lake.read_partition("raw", "decisions", d))
-        for d in (day - dt.timedelta(days=1), day)
+        for d in days
         if lake.has_partition("raw", "decisions", d)
     ]
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
+def _season_start(lake: Lake, anchor: dt.datetime, day: dt.date) -> dt.date:
+    """The first day of the selling season ``day``'s first hour belongs to."""
+    snapshot = read_catalogue(lake, day)
+    horizon = snapshot[0].horizon if snapshot is not None else None
+    if horizon is None:
+        return day - dt.timedelta(days=1)
+    clock = Clock(anchor, horizon.step_hours, horizon.steps)
+    period = clock.period(dt.datetime.combine(day, dt.time(0), tzinfo=dt.UTC))
+    start = clock.period_start(period - clock.season_and_step(period)[1])
+    return min(start.date(), day)
+
+
 def served_parity(
-    settings: Settings, lake: Lake, day: dt.date, served: ServedAs | None = None
+    settings: Settings,
+    lake: Lake,
+    day: dt.date,
+    served: ServedAs | None = None,
+    simulator: World | None = None,
 ) -> ServedParity:
-    """The champion's served decisions of ``day`` against its evaluation (see the module)."""
+    """The champion's served decisions of ``day`` against its evaluation (see the module): its
+    earnings against ``simulator``'s expectation (the night's refit world; default: the world
+    the champion was trained and evaluated in)."""
     served = served or ServedAs()
-    decisions = _decisions(lake, day)
+    anchor = season_anchor(lake, served.season_start)
+    decisions = _decisions(lake, _season_start(lake, anchor, day), day)
     if decisions is None:
         return ServedParity(day.isoformat(), None, 0, False, reasons=["no decisions logged"])
     champions = decisions["policy_id"].astype(str).str.extract(r"^champion-v(\d+)$")[0]
@@ -139,7 +161,6 @@ def served_parity(
     mine = mine[champions[mine.index] == version]
     registry = Registry(settings, lake)
     loaded = registry.load(version)
-    anchor = season_anchor(lake, served.season_start)
     # the service's season clock: seasons start at the anchor's weekday and hour
     world = episode_world(_served_world(loaded.world, lake, day, settings), anchor)
     units = served_decision_units(mine, world, season_start=pd.Timestamp(anchor))
@@ -147,7 +168,8 @@ def served_parity(
     if len(units) < MIN_UNITS:
         reason = f"{len(units)} decision units of v{version} (fewer than {MIN_UNITS}): not judged"
         return ServedParity(day.isoformat(), version, len(units), False, reasons=[reason])
-    return _judge(day, version, units, world, loaded, served)
+    sim_world = world if simulator is None else episode_world(simulator, anchor)
+    return _judge(day, version, units, world, loaded, served, sim_world)
 
 
 def _judge(
@@ -157,6 +179,7 @@ def _judge(
     world: World,
     loaded: LoadedVersion,
     served: ServedAs,
+    simulator: World,
 ) -> ServedParity:
     market = logged_market(units, world)
     market.comp_ratio_given = (units["competitor_price"] / units["base_price"]).to_numpy(float)
@@ -169,10 +192,11 @@ def _judge(
     unexplored = units["propensity"].to_numpy(float) >= 0.5
     mismatched = unexplored & (units["level"].to_numpy() != greedy_level)
     # what the simulator expects the champion as served to earn in each state
+    q = p if simulator is world else _aligned(simulator, world)
     k, t = market.sku, market.t
     simulated = sum(
         probs[:, a]
-        * expected_step_reward(p, k, t, market.inventory, market.level, levels[:, a], market.comp)
+        * expected_step_reward(q, k, t, market.inventory, market.level, levels[:, a], market.comp)
         for a in range(p.A)
     )
     # the served probability of the logged action (guardrails may turn several into one price)
@@ -215,6 +239,16 @@ def _judge(
         bool(reasons),
         reasons,
     )
+
+
+def _aligned(simulator: World, served: World) -> MarketParams:
+    """The simulator's arrays over the served world's SKUs, in its order."""
+    ids = [s.id for s in served.skus]
+    have = {s.id: s for s in simulator.skus}
+    missing = [i for i in ids if i not in have]
+    if missing:
+        raise ValueError(f"the simulator's world lacks SKU(s) {missing[:3]} the service priced")
+    return simulator.with_skus([have[i] for i in ids]).compile()
 
 
 def write_parity(lake: Lake, result: ServedParity) -> str:
