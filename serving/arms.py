@@ -7,10 +7,12 @@
 - ``sku``: each SKU is in one arm for the whole experiment, every visitor of it sees that arm's
   price. The catalogue is sorted by category (the catalogue's, else the id's first word) and,
   within one, by the SKUs' salted hashes; the i-th SKU's point is the van der Corput number of
-  i, rotated by a salted offset. Any run of 2^m SKUs in that order — a category — holds the
-  share of treatment SKUs to within one (stratified by category), each SKU is treated with
-  probability the share, and raising the share only moves SKUs into treatment. Adding SKUs to
-  the catalogue re-sorts it, which may move SKUs between arms: the log keeps each decision's.
+  i, rotated by a salted offset, so that points of SKUs next to each other in that order are
+  spread over [0, 1). Below the share is treatment: each SKU is treated with probability the
+  share, a run of 2^m SKUs holds the share of treatment SKUs to within one (the catalogue as a
+  whole, and each category to within about log2 of its size: stratified by category), and
+  raising the share only moves SKUs into treatment. Adding SKUs to the catalogue re-sorts it,
+  which may move SKUs between arms: the log keeps each decision's.
 - ``switchback``: every SKU alternates between arms by blocks of decision periods (a selling
   season by default: a block's stock then starts afresh, nothing one arm did carries over).
   Blocks are randomised in antithetic pairs: a pair's salted hash ``u`` puts its first block in

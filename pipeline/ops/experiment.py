@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from pipeline.contracts import EXPERIMENT_DESIGNS
 from sim.stats import ratio_ci95, relative_effect_ci95
@@ -28,6 +29,7 @@ from sim.stats import ratio_ci95, relative_effect_ci95
 ARMS = ("control", "treatment")
 DESIGNS = EXPERIMENT_DESIGNS
 UNIT_OF_ANALYSIS = {"visitor": "customer", "sku": "SKU", "switchback": "block of periods"}
+UNITS = {"visitor": "customers", "sku": "SKUs", "switchback": "blocks"}  # a count of them
 
 # The columns an analysis reads: one row per visitor (a price shown).
 VISIT_COLUMNS = ("arm", "unit", "profit", "bought", "margin", "revenue", "explored", "washout")
@@ -76,6 +78,9 @@ def effect(visits: pd.DataFrame, design: str, metric: str = "profit") -> dict[st
     if t.empty or c.empty or float(c[metric].sum()) == 0.0:
         return None
     mean, lo, hi = relative_effect_ci95(*_clusters(t, metric), *_clusters(c, metric))
+    df = max(1, min(t["unit"].nunique(), c["unit"].nunique()) - 1)
+    se = (hi - mean) / float(stats.t.ppf(0.975, df)) if hi > mean else 0.0
+    p_lower = float(stats.t.cdf(mean / se, df)) if se > 0 else float(mean < 0)
     return {
         "design": design,
         "metric": metric,
@@ -84,4 +89,5 @@ def effect(visits: pd.DataFrame, design: str, metric: str = "profit") -> dict[st
         "washout_visitors": int(len(visits) - len(kept)),
         "effect": mean,
         "ci95": [lo, hi],
+        "p_lower": p_lower,  # one-sided: that treatment is below control
     }

@@ -1,13 +1,16 @@
 """The staged rollout: the treatment share moves up a schedule (5 → 10 → 25 → 50 %) only while
 the guardrails hold on the served decision log, and back to 0 % when one trips.
 
-Guardrails, on the decisions the service logged in a window (rows with an A/B arm):
+Guardrails, on the decisions the service logged in a window (rows with an A/B arm), each judged
+on the unit the experiment's design randomised (the log's ``experiment`` and ``unit``;
+`pipeline.ops.experiment`): customers in the ``visitor`` design, SKUs in the ``sku`` design,
+blocks of periods (washout left out) in the ``switchback`` design:
 
-- **sample-ratio mismatch**: the arms' visitor counts against the share, chi-squared with one
-  degree of freedom, p < 0.001 — the split itself is broken (a hash change, a lost log), so no
-  comparison between the arms can be trusted;
-- **conversion loss**: treatment converts less than control, one-sided two-proportion z-test,
-  p < 0.05;
+- **sample-ratio mismatch**: the arms' distinct units against the share, an exact binomial test,
+  p < 0.001 — the split itself is broken (a hash change, a lost log), so no comparison between
+  the arms can be trusted (visitors per arm are no measure of it outside the visitor design);
+- **conversion loss**: treatment converts less than control, one-sided, with a cluster-robust
+  interval over the design's units, p < 0.05;
 - **margin floor**: the treatment's margin on what it sold, (revenue − cost) / revenue, below
   ``PRICING_MARGIN_FLOOR``.
 
@@ -20,7 +23,6 @@ day's traffic. Every move, hold included, is appended to the rollout ledger in t
 from __future__ import annotations
 
 import datetime as dt
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -29,12 +31,15 @@ from scipy import stats
 
 from pipeline.contracts import ROLLOUT_LEDGER_PATH, ROLLOUT_STAGES
 from pipeline.data.lake import Lake
+from pipeline.ops.experiment import UNITS, effect
 from pipeline.release.ledger import Ledger, LedgerEntry
 from sim.feeds import DECISIONS, PURCHASE
 
 SRM_ALPHA = 0.001
 CONVERSION_ALPHA = 0.05
 COLUMNS = DECISIONS.subset("ab_arm", "outcome", "quantity", "price_shown", "unit_cost")
+# read where the log has them (a log written before experiments were logged has none)
+DESIGN_COLUMNS = DECISIONS.subset("customer_id", *DECISIONS.late)
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class ArmStats:
     purchases: int
     revenue: float
     margin: float
+    units: int = 0  # distinct units of randomisation (customers, SKUs, blocks)
 
     @property
     def conversion(self) -> float:
@@ -53,50 +59,93 @@ class ArmStats:
         return self.margin / self.revenue if self.revenue > 0 else None
 
 
-def arm_stats(decisions: pd.DataFrame) -> dict[str, ArmStats]:
+def visits(decisions: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The log as the experiment's visits (`pipeline.ops.experiment.VISIT_COLUMNS`) and its
+    design: the latest logged one (``visitor`` for a log that names none). A row without a
+    unit (a log without customer ids) is a unit of its own."""
+    d = decisions
+    logged = d["experiment"].dropna() if "experiment" in d else pd.Series(dtype=object)
+    design = str(logged.iloc[-1]) if len(logged) else "visitor"
+    unit = d["unit"] if "unit" in d else pd.Series(None, index=d.index, dtype=object)
+    if "customer_id" in d:
+        unit = unit.fillna(d["customer_id"])
+    unit = unit.astype(object).where(
+        unit.notna(), "row:" + pd.Series(d.index, index=d.index).astype(str)
+    )
+    bought = (d["outcome"] == PURCHASE).astype(int)
+    qty = d["quantity"].where(bought.astype(bool), 0)
+    revenue = d["price_shown"] * qty
+    margin = (d["price_shown"] - d["unit_cost"]) * qty
+    washout = d["washout"].fillna(0).astype(bool) if "washout" in d else False
+    frame = pd.DataFrame(
+        {
+            "arm": d["ab_arm"],
+            "unit": unit,
+            "profit": margin,
+            "bought": bought,
+            "margin": margin,
+            "revenue": revenue,
+            "explored": False,
+            "washout": washout,
+        }
+    )
+    return frame, design
+
+
+def arm_stats(v: pd.DataFrame) -> dict[str, ArmStats]:
     out = {}
+    kept = v[~v["washout"]]
     for arm in ("control", "treatment"):
-        rows = decisions[decisions["ab_arm"] == arm]
-        bought = rows["outcome"] == PURCHASE
-        qty = rows["quantity"].where(bought, 0)
+        rows = kept[kept["arm"] == arm]
         out[arm] = ArmStats(
             visitors=len(rows),
-            purchases=int(bought.sum()),
-            revenue=float((rows["price_shown"] * qty).sum()),
-            margin=float(((rows["price_shown"] - rows["unit_cost"]) * qty).sum()),
+            purchases=int(rows["bought"].sum()),
+            revenue=float(rows["revenue"].sum()),
+            margin=float(rows["margin"].sum()),
+            units=int(rows["unit"].nunique()),
         )
     return out
 
 
-def tripped(arms: dict[str, ArmStats], share: float, margin_floor: float) -> list[str]:
+def tripped(
+    arms: dict[str, ArmStats],
+    share: float,
+    margin_floor: float,
+    v: pd.DataFrame | None = None,
+    design: str = "visitor",
+) -> list[str]:
     """The guardrails that trip, each with its evidence (empty: all hold)."""
     c, t = arms["control"], arms["treatment"]
     found = []
-    n = c.visitors + t.visitors
+    n = c.units + t.units
     if 0.0 < share < 1.0 and n:
-        expected = (n * (1 - share), n * share)
-        chi2 = sum(
-            (o - e) ** 2 / e for o, e in zip((c.visitors, t.visitors), expected, strict=True)
-        )
-        p = float(stats.chi2.sf(chi2, 1))
+        p = float(stats.binomtest(t.units, n, share).pvalue)
         if p < SRM_ALPHA:
             found.append(
-                f"sample-ratio mismatch: {t.visitors} of {n} visitors in treatment at a share of "
-                f"{share:.0%} (chi-squared p = {p:.2g} < {SRM_ALPHA})"
+                f"sample-ratio mismatch: {t.units} of {n} {UNITS[design]} in "
+                f"treatment at a share of {share:.0%} (exact binomial p = {p:.2g} < {SRM_ALPHA})"
             )
-    pooled = (c.purchases + t.purchases) / n if n else 0.0
-    if c.visitors and t.visitors and 0.0 < pooled < 1.0:
-        se = math.sqrt(pooled * (1 - pooled) * (1 / c.visitors + 1 / t.visitors))
-        z = (t.conversion - c.conversion) / se
-        p = float(stats.norm.cdf(z))
-        if p < CONVERSION_ALPHA:
-            found.append(
-                f"conversion loss: treatment {t.conversion:.2%} vs control {c.conversion:.2%} "
-                f"(one-sided p = {p:.3g} < {CONVERSION_ALPHA})"
-            )
+    loss = conversion_loss(v, design) if v is not None else None
+    if loss is not None and loss["p_lower"] < CONVERSION_ALPHA:
+        lo, hi = loss["ci95"]
+        found.append(
+            f"conversion loss: treatment {t.conversion:.2%} vs control {c.conversion:.2%}, "
+            f"{loss['effect']:+.1%} [{lo:+.1%}, {hi:+.1%}] over {n} "
+            f"{UNITS[design]} (one-sided p = {loss['p_lower']:.3g} < "
+            f"{CONVERSION_ALPHA})"
+        )
     if t.margin_rate is not None and t.margin_rate < margin_floor:
         found.append(f"margin: treatment {t.margin_rate:.1%} below the floor {margin_floor:.1%}")
     return found
+
+
+def conversion_loss(v: pd.DataFrame, design: str) -> dict[str, Any] | None:
+    """Treatment's relative conversion change on the design's units, with the one-sided
+    p-value that treatment converts less (None: an arm without purchases or units)."""
+    e = effect(v, design, "bought")
+    if e is None or min(e["units"].values()) < 2:
+        return None
+    return e
 
 
 def next_share(
@@ -128,13 +177,14 @@ def decide(
 ) -> RolloutDecision:
     """The rollout's next step on the decisions the service logged on ``days``. At 0 % (a
     guardrail stopped it, or it never started) it moves only when told to ``resume``."""
-    frames = [
-        lake.read_partition("raw", "decisions", d)[list(COLUMNS)]
-        for d in days
-        if lake.has_partition("raw", "decisions", d)
-    ]
+    frames = []
+    for d in days:
+        if lake.has_partition("raw", "decisions", d):
+            frame = lake.read_partition("raw", "decisions", d)
+            frames.append(frame[[c for c in (*COLUMNS, *DESIGN_COLUMNS) if c in frame]])
     decisions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
-    arms = arm_stats(decisions)
+    v, design = visits(decisions)
+    arms = arm_stats(v)
     window = [d.isoformat() for d in days]
     summary = {
         a: {**asdict(s), "conversion": s.conversion, "margin_rate": s.margin_rate}
@@ -145,11 +195,14 @@ def decide(
             "the rollout is at 0 %: it starts again only when resumed (pricing rollout --resume)"
         )
         return RolloutDecision(window, share, share, "hold", [reason], summary)
-    few = [a for a, s in arms.items() if s.visitors < min_visitors]
+    few = [a for a, s in arms.items() if s.visitors < min_visitors or s.units < 2]
     if few and share > 0:
-        reason = f"too few visitors in {', '.join(few)} (under {min_visitors}): holding {share:.0%}"
+        reason = (
+            f"too few visitors in {', '.join(few)} (under {min_visitors}, or fewer than two "
+            f"{UNITS[design]}): holding {share:.0%}"
+        )
         return RolloutDecision(window, share, share, "hold", [reason], summary)
-    trips = tripped(arms, share, margin_floor)
+    trips = tripped(arms, share, margin_floor, v, design)
     new = next_share(share, trips)
     action = "stop" if trips else ("advance" if new > share else "hold")
     reasons = trips or (

@@ -83,12 +83,14 @@ def test_monitor_wiring(dagbag: DagBag) -> None:
     dag = dagbag.dags["pricing_monitor"]
     down = {t.task_id: set(t.downstream_task_ids) for t in dag.tasks}
     assert down == {
-        "measure": {"retrain_signal", "drift_alarm"},
+        "measure": {"retrain_signal", "drift_alarm", "parity_alarm"},
         "retrain_signal": set(),
         "drift_alarm": set(),
+        "parity_alarm": set(),
     }
     assert [o.name for o in dag.task_dict["retrain_signal"].outlets] == ["pricing-drift-events"]
     assert dag.task_dict["drift_alarm"].retries == 0
+    assert dag.task_dict["parity_alarm"].retries == 0
     assert dag.timetable.expression == "0 * * * *"
 
 

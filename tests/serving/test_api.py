@@ -373,3 +373,34 @@ def test_a_planner_champion_prices_as_its_table(env: Env) -> None:
             assert answer["price"] == pytest.approx(p.ref_price[0] * p.ratios[level], abs=0.01)
     assert served == want
     assert len(set(want)) > 1  # the plan depends on the state: the lookup is not trivial
+
+
+def test_the_sku_design_puts_each_sku_in_one_arm_and_logs_its_unit(env: Env) -> None:
+    """PRICING_SERVE_EXPERIMENT=sku: every visitor of a SKU sees its arm's price, a batch spans
+    both arms (each item, and the columns, say which), and the log records the design, the
+    unit and the arm of each price."""
+    env.champion()
+    skus = [s.id for s in env.world.skus]
+    with env.client(treatment_share=0.5, experiment="sku") as client:
+        assert client.get("/readyz").json()["experiment"] == "sku"
+        arms = {}
+        for i in range(20):  # many customers, one arm per SKU
+            for sku in skus:
+                a = client.post("/v1/price", json={**BODY, "sku": sku, "customer_id": f"c{i}"})
+                arms.setdefault(sku, set()).add(a.json()["arm"])
+                assert a.json()["unit"] == f"sku:{sku}" and a.json()["washout"] is False
+        assert all(len(v) == 1 for v in arms.values())
+        by_sku = {s: next(iter(v)) for s, v in arms.items()}
+        assert set(by_sku.values()) == {"treatment", "control"}
+        items = [{"sku": s, "inventory": 10} for s in skus]
+        body = {"customer_id": "c-batch", "ts": TS}
+        batch = client.post("/v1/prices", json={**body, "items": items}).json()
+        assert {p["sku"]: p["arm"] for p in batch["prices"]} == by_sku
+        cols = {"sku": skus, "inventory": [10] * len(skus)}
+        columns = client.post("/v1/prices", json={**body, "columns": cols}).json()["columns"]
+        assert dict(zip(columns["sku"], columns["arm"], strict=True)) == by_sku
+    logged = _logged(env)
+    assert set(logged["experiment"]) == {"sku"}
+    assert (logged["unit"] == "sku:" + logged["sku"]).all()
+    assert (logged["ab_arm"] == logged["sku"].map(by_sku)).all()
+    assert (logged["washout"] == 0).all()

@@ -24,11 +24,15 @@ DAY = dt.date(2026, 1, 6)
 def _served_log(
     n: int, share: float, conv: tuple[float, float], cost: tuple[float, float], seed: int = 0
 ) -> pd.DataFrame:
-    """Visitors split by ``share``; conversion and unit cost (price 10) per arm."""
+    """Visitors split by ``share``; each arm converts exactly at its rate (a chance dip is not
+    what these cases test), at a unit cost per arm (price 10)."""
     rng = np.random.default_rng(seed)
     treated = rng.random(n) < share
     arm = np.where(treated, "treatment", "control")
-    bought = rng.random(n) < np.where(treated, conv[1], conv[0])
+    bought = np.zeros(n, dtype=bool)
+    for mask, rate in ((~treated, conv[0]), (treated, conv[1])):
+        rows = rng.permutation(np.flatnonzero(mask))
+        bought[rows[: round(rate * len(rows))]] = True
     return pd.DataFrame(
         {
             "ab_arm": arm,
