@@ -26,6 +26,14 @@ def evaluate(
     episodes: Annotated[int, typer.Option(min=1, help="episodes per policy (same seeds)")] = 300,
     seed: Annotated[int, typer.Option(help="seed shared by every policy")] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the report here")] = None,
+    as_served: Annotated[
+        bool,
+        typer.Option(
+            "--as-served",
+            help="also the rule and each agent as the pricing service serves them "
+            "(PRICING_SERVE_* exploration and guardrails; rows '<name> as served')",
+        ),
+    ] = False,
 ) -> None:
     """Evaluate policies on common random numbers; print a table, optionally write JSON."""
     from pipeline.model.evaluation import evaluate_policies
@@ -41,7 +49,14 @@ def evaluate(
         require_tracking(settings())
     start = time.perf_counter()
     given = {"bc": (_cloned_from_lake(w), True)} if "bc" in names else None
-    report = evaluate_policies(w, names, episodes, seed, console.print, load_registered, given)
+    served = None
+    if as_served:
+        from pipeline.settings import ServedAs
+
+        served = ServedAs()
+    report = evaluate_policies(
+        w, names, episodes, seed, console.print, load_registered, given, served
+    )
     render.evaluation_table(report, f"{w.name}: {episodes} episodes, seed {seed}")
     console.print(f"evaluated in {time.perf_counter() - start:.1f}s")
     if json_out is not None:

@@ -149,9 +149,19 @@ def evaluate_policies(
     log: Callable[[str], Any] | None = None,
     registered: Registered | None = None,
     given: Policies | None = None,
+    served: ServedAs | None = None,
 ) -> dict[str, Any]:
-    """`pricing evaluate`: the named policies through `evaluate`, as its JSON report."""
+    """`pricing evaluate`: the named policies through `evaluate`, as its JSON report. With
+    ``served``, the rule-based pricer and every trained agent or plan also as the pricing
+    service serves them (`as_served`; rows ``<name> as served``)."""
     policies = resolve_policies(world, names, episodes, registered, given)
+    if served is not None:
+        for name in list(policies):
+            agent = name.startswith("models:/") or (name not in POLICY_NAMES and name != "bc")
+            if name == "rule" or agent:
+                arm = "control" if name == "rule" else "treatment"
+                label = f"{name} as served"
+                policies[label] = (as_served(world, policies[name][0], served, arm, label), False)
     return evaluate(world, policies, episodes, seed, log).report()
 
 

@@ -41,29 +41,20 @@ def test_the_sku_design_is_stratified_by_category(share: float) -> None:
 
 
 def test_raising_the_share_only_moves_units_into_treatment() -> None:
-    for design in ("sku", "switchback", "visitor"):
-        arms = _arms(design)
-        before = [
-            (block, sku)
-            for block in range(0, 40 * 168, 168)
-            for sku, a in zip(
-                CATALOGUE[:8],
-                arms.assign(0.25, f"c{block}", list(CATALOGUE[:8]), block, CATALOGUE, {}),
-                strict=True,
-            )
-            if a.arm == "treatment"
-        ]
-        after = {
-            (block, sku)
-            for block in range(0, 40 * 168, 168)
-            for sku, a in zip(
-                CATALOGUE[:8],
-                arms.assign(0.5, f"c{block}", list(CATALOGUE[:8]), block, CATALOGUE, {}),
-                strict=True,
-            )
+    skus = list(CATALOGUE[:8])
+
+    def treated(arms: Arms, share: float) -> set[tuple[int, str]]:
+        return {
+            (period, a.unit)
+            for period in range(0, 40 * 168, 168)
+            for a in arms.assign(share, f"c{period}", skus, period, CATALOGUE, {})
             if a.arm == "treatment"
         }
-        assert before and set(before) <= after, design
+
+    for design in ("sku", "switchback", "visitor"):
+        arms = _arms(design)
+        before, after = treated(arms, 0.25), treated(arms, 0.5)
+        assert before and before <= after and len(after) > len(before), design
 
 
 def test_each_sku_is_treated_with_the_probability_of_the_share() -> None:
