@@ -149,7 +149,10 @@ def served_parity(
     decisions = _decisions(lake, _season_start(lake, anchor, day), day)
     if decisions is None:
         return ServedParity(day.isoformat(), None, 0, False, reasons=["no decisions logged"])
-    champions = decisions["policy_id"].astype(str).str.extract(r"^champion-v(\d+)$")[0]
+    # champion-vN, or champion-vN@cluster where a cluster's champion priced the SKU
+    found = decisions["policy_id"].astype(str).str.extract(r"^champion-v(\d+)(?:@(.+))?$")
+    ours = found[1].isna() if settings.cluster is None else found[1] == settings.cluster
+    champions = found[0].where(ours)
     mine = decisions[(decisions["ab_arm"] == "treatment") & champions.notna()]
     on_day = pd.to_datetime(mine["ts"], utc=True).dt.date == day
     versions = champions[mine.index[on_day]].value_counts()
