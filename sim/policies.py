@@ -147,7 +147,7 @@ class RulePolicy(Policy):
         k = market.sku
         t = np.minimum(market.t, p.T - 1)
         price_rel = p.ratios[market.level]
-        comp_rel = p.comp_ratio[k, market.comp]
+        comp_rel = market.competitor_ratio  # as given where known (a live request)
         stock = market.inventory / p.capacity[k]
         plan = 1.0 - market.t / p.T
         hour = p.hour[t]

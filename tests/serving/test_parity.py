@@ -25,9 +25,15 @@ from tests.serving.conftest import ANCHOR, PRICING, Env
 
 
 def _thinner(world: World) -> World:
-    """``world`` with a third less traffic: a refit that got demand wrong."""
+    """``world`` with a third less traffic and the competitor's undercut and flash sale a little
+    off: a refit that got the market wrong, as refits do."""
     skus = tuple(s.model_copy(update={"arrival_rate": s.arrival_rate * 0.67}) for s in world.skus)
-    return world.model_copy(update={"skus": skus})
+    states = tuple(
+        s.model_copy(update={"price_ratio": round(s.price_ratio * (1.0 if i == 0 else 0.97), 4)})
+        for i, s in enumerate(world.competitor.states)
+    )
+    competitor = world.competitor.model_copy(update={"states": states})
+    return world.model_copy(update={"skus": skus, "competitor": competitor})
 
 
 def _bundled_with_a_champion(env: Env) -> tuple[World, str]:
