@@ -298,7 +298,8 @@ class Pricer:
             since = stored[:, 0].astype(np.int64)
             folding = since < period
             # ema_P = (1-a)^(P-since) ema_since + a sum_q (1-a)^(P-1-q) counts_q, q < P
-            ema = stored[:, 1:] * ((1 - a) ** (period - since))[:, None]
+            # (a state stored for a later period, from a request dated later: taken as it is)
+            ema = stored[:, 1:] * ((1 - a) ** np.maximum(period - since, 0))[:, None]
             row = {s: j for j, s in enumerate(batch.sku)}
             last = np.zeros((n, 3))
             for (s, q), c in self.store.seen(batch.sku, int(since.min()), period - 1).items():
