@@ -57,9 +57,11 @@ def evaluate(
     episodes: int,
     seed: int,
     log: Callable[[str], Any] | None = None,
+    optimum: bool = True,
 ) -> Evaluation:
     """Run every policy for ``episodes`` episodes on the same seeds; greedy ones take their most
-    probable action (trained agents, as they act in service)."""
+    probable action (trained agents, as they act in service). ``optimum=False`` skips the exact
+    optimum (the "% of optimal" column) where only the policies' ratio is wanted."""
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1 (got {episodes})")
     params = world.compile()
@@ -68,8 +70,8 @@ def evaluate(
         if log:
             log(f"evaluating {name} on {episodes} episodes")
         results[name] = rollout(params, policy, episodes, seed, greedy=greedy)
-    optimum = dp_values(params) if dp_tractable(params) else None
-    return Evaluation(params, episodes, seed, results, optimum)
+    best = dp_values(params) if optimum and dp_tractable(params) else None
+    return Evaluation(params, episodes, seed, results, best)
 
 
 def baselines(world: World, names: Sequence[str], episodes: int) -> dict[str, tuple[Policy, bool]]:

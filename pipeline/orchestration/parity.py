@@ -21,6 +21,7 @@ import os
 import secrets
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -72,12 +73,12 @@ def _scratch_lake(src: Lake, root: Path) -> Settings:
     return Settings(data_dir=root, lake_uri=str(root / "lake"))
 
 
-def _start(
+def _spawn(
     tree: ProcessTree, settings: Settings, scratch: Settings, knobs: dict[str, str], token: str
-) -> ServiceClient:
-    """`pricing serve` over ``scratch``'s lake and ``settings``' registry, with the
-    ``PRICING_SERVE_*`` knobs of the environment and ``knobs`` on top; its client once it
-    answers."""
+) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """`pricing serve` started over ``scratch``'s lake and ``settings``' registry, with the
+    ``PRICING_SERVE_*`` knobs of the environment and ``knobs`` on top: its process, URL and
+    log (see `_answering`)."""
     port = _free_port()
     log = scratch.data_dir / "serve.log"
     env = {
@@ -95,7 +96,11 @@ def _start(
         env["PRICING_WORLD_FILE"] = str(settings.world_file)
     cmd = [str(Path(sys.executable).parent / "pricing"), "serve", "--port", str(port)]
     proc = tree.spawn([*cmd, "--log-level", "warning"], env, log)
-    url = f"http://127.0.0.1:{port}"
+    return proc, f"http://127.0.0.1:{port}", log
+
+
+def _answering(proc: subprocess.Popen[bytes], url: str, log: Path, token: str) -> ServiceClient:
+    """The client of a service `_spawn` started, once it answers."""
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -134,10 +139,11 @@ def served_replays(
     errors: dict[str, BaseException] = {}
     try:
         with ProcessTree() as tree:
-            clients = {}
-            for name, knobs in runs.items():
+            spawned = {}
+            for name, knobs in runs.items():  # all start at once, then each is waited for
                 scratch = _scratch_lake(lake, scratch_root / name)
-                clients[name] = (_start(tree, settings, scratch, knobs, token), scratch)
+                spawned[name] = (_spawn(tree, settings, scratch, knobs, token), scratch)
+            clients = {n: (_answering(*p, token), s) for n, (p, s) in spawned.items()}
             anchor = season_anchor(lake, ServedAs().season_start)
             clock = Clock.of(world, anchor)
             after = dates[-1] + dt.timedelta(days=1) if dates else anchor.date()
@@ -320,7 +326,7 @@ def _standard(
     episodes of their own, with a paired bootstrap interval."""
     policies = {"champion": (agent_policy(champion[0], label, champion[1]), True)}
     policies.update({"rule": baselines(world, ["rule"], episodes)["rule"]})
-    ev = evaluate(world, policies, episodes, seed)
+    ev = evaluate(world, policies, episodes, seed, optimum=False)  # the ratio only
     c, r = ev.results["champion"].profit, ev.results["rule"].profit
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(c), size=(2000, len(c)))
