@@ -201,18 +201,19 @@ def report(rows: list[Any], design: Any, seconds: float) -> None:
                 print(f"| {design_name} | — | — | — | — |")
                 continue
             conv = e["conversion"]
+            ci = f"[{e['ci95'][0]:+.1%}, {e['ci95'][1]:+.1%}]" if e["ci95"] else "[—]"
             print(
-                f"| {design_name} | {e['effect']:+.1%} [{e['ci95'][0]:+.1%}, "
-                f"{e['ci95'][1]:+.1%}] | {e['units']['treatment']}, {e['units']['control']} | "
+                f"| {design_name} | {e['effect']:+.1%} {ci} | "
+                f"{e['units']['treatment']}, {e['units']['control']} | "
                 f"{100 * (e['effect'] - d['truth']):+.1f} | "
                 f"{conv.get('control') or 0:.1%}, {conv.get('treatment') or 0:.1%} |"
             )
-        sb = d["designs"]["switchback (season)"]["effect"]
-        vb = d["designs"]["visitor"]["effect"]
-        line += (
-            f" switchback_vs_alone_points={100 * (sb - d['truth']):+.1f}"
-            f" visitor_bias_points={100 * (vb - d['truth']):+.1f}"
-        )
+        for key, design_name in (
+            ("switchback_vs_alone_points", "switchback (season)"),
+            ("visitor_bias_points", "visitor"),
+        ):
+            e = d["designs"][design_name]["effect"]
+            line += f" {key}={100 * (e - d['truth']):+.1f}" if e is not None else f" {key}=n/a"
     print(f"\n({seconds / 60:.1f} min)")
     print(line)
 

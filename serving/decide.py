@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -224,8 +224,9 @@ class Pricer:
         season, t = live.clock.season_and_step(period)
         p = live.params(season)
         k = np.array([live.index[s] for s in batch.sku], dtype=np.int64)
-        level = self._levels(p, arm, period, batch, k)
-        ema, states = self._averages(p, period, batch)
+        known = self.store.sku_states(batch.sku)  # the SKUs this service has priced
+        level = self._levels(p, arm, period, batch, k, known)
+        ema, states = self._averages(p, period, batch, known)
         given = ~np.isnan(batch.competitor_price)
         comp = np.where(
             given, batch.competitor_price / p.ref_price[k], p.comp_ratio[k, p.comp_initial]
@@ -261,15 +262,24 @@ class Pricer:
         return {h[0]: h[1:] for h in holds}
 
     def _levels(
-        self, p: MarketParams, arm: Arm, period: int, batch: Batch, k: np.ndarray
+        self,
+        p: MarketParams,
+        arm: Arm,
+        period: int,
+        batch: Batch,
+        k: np.ndarray,
+        known: Mapping[str, Any],
     ) -> np.ndarray:
         """The level in force before this period: the arm's last hold this season, else the
-        shelf price the request gives, else the ladder's starting level (a season starts
-        afresh, as every episode the policy trained and was evaluated on)."""
+        ladder's starting level (a season starts afresh, as every episode the policy trained
+        and was evaluated on). The shelf price a request gives counts only for a SKU this
+        service has never priced, after its season's first period (a service started
+        mid-season meets the price on the shelf)."""
         season_start = period - self.live.clock.season_and_step(period)[1]
         last = self.store.last_levels(arm, period, batch.sku, since=season_start)
         out = np.full(len(batch), p.initial_level, dtype=np.int64)
-        shelf = ~np.isnan(batch.current_price)
+        new = np.array([s not in known for s in batch.sku], dtype=bool)
+        shelf = ~np.isnan(batch.current_price) & new & (period > season_start)
         if shelf.any():
             out[shelf] = ladder_level(p, batch.current_price[shelf] / p.ref_price[k[shelf]])
         for j, sku in enumerate(batch.sku):
@@ -278,7 +288,7 @@ class Pricer:
         return out
 
     def _averages(
-        self, p: MarketParams, period: int, batch: Batch
+        self, p: MarketParams, period: int, batch: Batch, known: Mapping[str, Any]
     ) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
         """Sales, views and carts averages at ``period``, as the simulator keeps them (each
         period's counts folded in at rate ``velocity_alpha``): the stored ones, then every
@@ -291,7 +301,6 @@ class Pricer:
         n = len(batch)
         ema = np.zeros((n, 3))
         if period > season_start:
-            known = self.store.sku_states(batch.sku)
             stored = np.array([known.get(s, (season_start, 0.0, 0.0, 0.0)) for s in batch.sku])
             stale = stored[:, 0] < season_start  # last priced in an earlier season: from zero
             stored[stale] = (season_start, 0.0, 0.0, 0.0)

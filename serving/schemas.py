@@ -30,7 +30,14 @@ class SkuState(BaseModel):
         None, gt=0.0, le=MAX_PRICE, description="default: the catalogue's competitor reference"
     )
     current_price: float | None = Field(
-        None, gt=0.0, le=MAX_PRICE, description="the price on the shelf before this decision"
+        None,
+        gt=0.0,
+        le=MAX_PRICE,
+        description=(
+            "the price on the shelf before this decision; read only for a SKU the service has "
+            "not priced yet, after its season's first period (a season starts at the reference "
+            "price, as the policy was trained)"
+        ),
     )
     views: int | None = Field(
         None, ge=0, le=10_000_000, description="visitors in the last decision period"

@@ -300,14 +300,18 @@ def expected_step_reward(
     old: np.ndarray,
     new: np.ndarray,
     comp: np.ndarray,
+    traffic: np.ndarray | None = None,
 ) -> np.ndarray:
     """The simulator's expected reward of one step in each given state (SKU ``k``, step ``t``,
     units on hand, level before and after the move, competitor state), the clearance bonus left
-    out: the solver's own step reward (`solve_sku`), row by row."""
+    out: the solver's own step reward (`solve_sku`), row by row. ``traffic`` (default 1) is the
+    share of the step's visitors the price is shown to (an A/B arm's, per visitor)."""
     p = params
     k, t, inv = (np.asarray(x, dtype=np.int64) for x in (k, t, inventory))
     old, new, comp = (np.asarray(x, dtype=np.int64) for x in (old, new, comp))
     carts = p.cart_rate[k, t, new, comp]
+    if traffic is not None:
+        carts = carts * np.asarray(traffic, dtype=float)
     ab = p.abandon[old, new]
     mean = carts * (1.0 - ab)
     j = np.arange(max(int(inv.max(initial=0)), 1))

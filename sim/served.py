@@ -68,15 +68,16 @@ class Lens:
 
     def __init__(self, world: World) -> None:
         self.world = world
-        self._for: tuple[int, MarketParams | None] | None = None
+        # the market arrays last seen (held, so that their id cannot be another's) and ours
+        self._for: tuple[MarketParams, MarketParams | None] | None = None
 
     def _params(self, market: Market) -> MarketParams | None:
         """Its own arrays for this market (None: they are the market's)."""
-        if self._for is None or self._for[0] != id(market.p):
+        if self._for is None or self._for[0] is not market.p:
             seen = market.p.world
             own = apply_catalogue(self.world, Catalogue.of_world(seen))
             same = own.fingerprint() == seen.fingerprint()
-            self._for = (id(market.p), None if same else own.compile())
+            self._for = (market.p, None if same else own.compile())
         return self._for[1]
 
     def observe(self, market: Market) -> np.ndarray:

@@ -316,3 +316,17 @@ def test_the_watermark_follows_the_published_windows(monitored: tuple[Settings, 
     assert watermark(settings) == at(later, 21)
     monitor_window(settings, at(LIVE, 3), at(LIVE, 4))  # an older window never moves it back
     assert watermark(settings) == at(later, 21)
+
+
+def test_a_parity_alarm_without_an_estimate_still_goes_out() -> None:
+    """The champion gave no probability to what the service logged (no off-policy estimate: the
+    report says null): the alarm and the mismatch rate are the gauges, nothing fails."""
+    from pipeline.ops.publish import _parity
+    from pipeline.release.parity import ServedParity
+
+    nan = float("nan")
+    result = ServedParity("2026-01-06", "3", 40, True, 40, 40, nan, (nan, nan), 2.0, nan,
+                          (nan, nan), True, ["no support"])  # fmt: skip
+    numbers = _parity({"parity": result.to_dict()})
+    assert numbers == {"alarm": 1.0, "mismatch_rate": 1.0}
+    assert result.summary == "no support"

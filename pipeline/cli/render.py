@@ -159,10 +159,10 @@ def replay(figures: dict[str, Any]) -> None:
     for key, what in (("effect", "profit"), ("conversion_effect", "conversion")):
         e = figures.get(key)
         if e:
-            lo, hi = e["ci95"]
+            ci = f"[{e['ci95'][0]:+.1%}, {e['ci95'][1]:+.1%}]" if e["ci95"] else "[no interval]"
             out().print(
                 f"treatment {what} per visitor vs control: {e['effect']:+.1%} "
-                f"[{lo:+.1%}, {hi:+.1%}] ({figures['design']} design: 95 % CI over "
+                f"{ci} ({figures['design']} design: 95 % CI over "
                 f"{e['units']['treatment']:,} + {e['units']['control']:,} units of analysis, "
                 f"each a {e['unit']})"
             )

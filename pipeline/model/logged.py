@@ -153,7 +153,9 @@ def served_decision_units(
     """`decision_units` of a log the pricing service wrote: each A/B arm holds its own price per
     SKU and period, so each arm is a logging policy of its own, rebuilt on its own and then
     pooled (every unit keeps its own logging propensity, which is all an importance-weighted
-    estimate needs). A log with one arm or none is `decision_units` itself."""
+    estimate needs); the sales, views and carts averages are the SKU's, over every arm's
+    visitors, as the service keeps them. A log with one arm or none is `decision_units`
+    itself."""
     arms = decisions["ab_arm"].dropna().unique() if "ab_arm" in decisions else []
     if len(arms) < 2:
         return decision_units(decisions, world, season_start)
@@ -161,7 +163,21 @@ def served_decision_units(
         decision_units(decisions[decisions["ab_arm"] == arm], world, season_start) for arm in arms
     ]
     units = pd.concat(parts, ignore_index=True)
-    return units.sort_values(["decision_ts", "sku_index"], kind="stable").reset_index(drop=True)
+    # the averages are the SKU's, over every arm's visitors, as the service keeps them
+    keys = ["sku_index", "season_start", "t"]
+    steps = units.groupby(keys, sort=True)[["units", "views", "carts"]].sum().reset_index()
+    ema = _emas(
+        catalogue_free_params(world).velocity_alpha,
+        steps["sku_index"].to_numpy(),
+        steps["season_start"].astype("int64").to_numpy(),
+        steps["t"].to_numpy(),
+        steps[["units", "views", "carts"]].to_numpy(dtype=float),
+    )
+    steps["velocity"], steps["views_ema"], steps["carts_ema"] = ema[:, 0], ema[:, 1], ema[:, 2]
+    averages = ["velocity", "views_ema", "carts_ema"]
+    units = units.drop(columns=averages).merge(steps[[*keys, *averages]], on=keys, how="left")
+    units = units.sort_values(["decision_ts", "sku_index"], kind="stable").reset_index(drop=True)
+    return units[list(UNIT_COLUMNS)]
 
 
 def _check_log(decisions: pd.DataFrame, world: World, params: MarketParams) -> dict[str, int]:

@@ -34,8 +34,8 @@ from pipeline.model.plots import action_mix, price_trajectories, profit_distribu
 from pipeline.nightly.results import Evaluated, NightStopped
 from pipeline.nightly.steps import fitted_world, night_lake, read_days, window, write_json
 from pipeline.release.gate import GateEvidence
-from pipeline.release.parity import served_parity, write_parity
-from pipeline.release.registry import Registry
+from pipeline.release.parity import ServedParity, served_parity, write_parity
+from pipeline.release.registry import Registry, RegistryError
 from pipeline.settings import ServedAs, Settings
 from pipeline.tracking import experiment
 from sim.policies import Policy
@@ -197,12 +197,17 @@ def _served_parity(
 ) -> dict[str, Any]:
     """The champion's served decisions of ``date`` against its evaluation in tonight's refit
     ``world``, written to the lake (`pipeline.release.parity`). An error here is reported as
-    such, never as parity."""
+    such, never as parity: an alarm in the report the monitor reads, and for the gate. (The
+    lake's own errors stop the step, to be retried.)"""
     try:
         result = served_parity(settings, lake, date, served, simulator=world)
-    except (ValueError, KeyError) as err:
+    except (ValueError, KeyError, RegistryError) as err:
         log.warning("served parity could not be measured: %s", err)
-        return {"judged": False, "error": f"{err.__class__.__name__}: {err}", "alarm": True}
+        error = f"{err.__class__.__name__}: {err}"
+        reason = f"served parity could not be measured ({error})"
+        write_parity(lake, ServedParity(date.isoformat(), None, 0, True, alarm=True,
+                                        reasons=[reason]))  # fmt: skip
+        return {"judged": False, "error": error, "alarm": True}
     write_parity(lake, result)
     return {**result.to_dict(), "summary": result.summary}
 

@@ -69,18 +69,24 @@ def arm_figures(visits: pd.DataFrame) -> dict[str, dict[str, Any]]:
 def effect(visits: pd.DataFrame, design: str, metric: str = "profit") -> dict[str, Any] | None:
     """Treatment's relative uplift over control in ``metric`` per visitor (``profit`` or
     ``bought``: conversion), with a 95 % interval over the design's units; None unless both arms
-    have visitors."""
+    have visitors and control's total is positive (a relative effect on a loss is no uplift).
+    With fewer than two units in an arm there is no interval (``ci95`` and ``p_lower`` None)."""
     if design not in DESIGNS:
         raise ValueError(f"unknown experiment design {design!r}; one of {', '.join(DESIGNS)}")
     kept = visits[~visits["washout"].astype(bool)]
     t = kept[kept["arm"] == "treatment"]
     c = kept[kept["arm"] == "control"]
-    if t.empty or c.empty or float(c[metric].sum()) == 0.0:
+    if t.empty or c.empty or float(c[metric].sum()) <= 0.0:
         return None
     mean, lo, hi = relative_effect_ci95(*_clusters(t, metric), *_clusters(c, metric))
-    df = max(1, min(t["unit"].nunique(), c["unit"].nunique()) - 1)
+    units = min(t["unit"].nunique(), c["unit"].nunique())
+    df = max(1, units - 1)
     se = (hi - mean) / float(stats.t.ppf(0.975, df)) if hi > mean else 0.0
-    p_lower = float(stats.t.cdf(mean / se, df)) if se > 0 else float(mean < 0)
+    # no spread (e.g. no treatment purchase at all): the sign of the effect is certain
+    p_lower: float | None = float(stats.t.cdf(mean / se, df)) if se > 0 else float(mean >= 0)
+    ci: list[float] | None = [lo, hi]
+    if units < 2:  # one unit a side: its spread is unknown
+        ci, p_lower = None, None
     return {
         "design": design,
         "metric": metric,
@@ -88,6 +94,6 @@ def effect(visits: pd.DataFrame, design: str, metric: str = "profit") -> dict[st
         "units": {"treatment": int(t["unit"].nunique()), "control": int(c["unit"].nunique())},
         "washout_visitors": int(len(visits) - len(kept)),
         "effect": mean,
-        "ci95": [lo, hi],
+        "ci95": ci,
         "p_lower": p_lower,  # one-sided: that treatment is below control
     }

@@ -71,13 +71,17 @@ def _parity(report: dict[str, Any]) -> dict[str, float]:
     parity = report.get("parity") or {}
     if not parity.get("judged"):
         return {}
-    return {
-        "alarm": 1.0 if parity["alarm"] else 0.0,
-        "mismatch_rate": float(parity["mismatch_rate"]),
-        "reward_gap": float(parity["gap"]),
-        "reward_gap_low": float(parity["gap_ci95"][0]),
-        "reward_gap_high": float(parity["gap_ci95"][1]),
+    gap, ci = parity.get("gap"), parity.get("gap_ci95") or (None, None)
+    numbers = {
+        "alarm": 1.0 if parity.get("alarm") else 0.0,
+        "mismatch_rate": parity.get("mismatch_rate"),
+        "reward_gap": gap,
+        "reward_gap_low": ci[0],
+        "reward_gap_high": ci[1],
     }
+    # an estimate that could not be made (no support: the report says null) is left out, and
+    # the alarm, which it raised, still goes out
+    return {k: float(v) for k, v in numbers.items() if v is not None}
 
 
 def log_to_mlflow(settings: Settings, report: dict[str, Any]) -> str:

@@ -90,7 +90,7 @@ class ServedParity:
 
     @property
     def summary(self) -> str:
-        if not self.judged:
+        if not self.judged or self.gap is None or not np.isfinite(self.gap):
             return "; ".join(self.reasons) or "not judged"
         lo, hi = self.gap_ci95 or (0.0, 0.0)
         return (
@@ -166,13 +166,21 @@ def served_parity(
     loaded = registry.load(version)
     # the service's season clock: seasons start at the anchor's weekday and hour
     world = episode_world(_served_world(loaded.world, lake, day, settings), anchor)
-    units = served_decision_units(mine, world, season_start=pd.Timestamp(anchor))
-    units = units[units["decision_ts"].dt.date == day].reset_index(drop=True)
+    # every arm's visitors of the champion's SKUs: the averages the service kept are the SKU's
+    shelf = decisions[decisions["sku"].astype(str).isin(set(mine["sku"].astype(str)))]
+    every = served_decision_units(shelf, world, season_start=pd.Timestamp(anchor))
+    visitors = every.groupby(["sku", "decision_ts"])["views"].transform("sum")
+    ours = every["policy_id"].astype(str).isin(set(mine["policy_id"].astype(str)))
+    keep = ours & (every["ab_arm"] == "treatment") & (every["decision_ts"].dt.date == day)
+    units = every[keep].reset_index(drop=True)
+    # the champion earns on its arm's visitors only: the simulator's expectation is for that
+    # share of each SKU-step's traffic (1 where it priced every visitor: sku, switchback, 100 %)
+    traffic = (units["views"] / visitors[keep].to_numpy()).to_numpy(dtype=float)
     if len(units) < MIN_UNITS:
         reason = f"{len(units)} decision units of v{version} (fewer than {MIN_UNITS}): not judged"
         return ServedParity(day.isoformat(), version, len(units), False, reasons=[reason])
     sim_world = world if simulator is None else episode_world(simulator, anchor)
-    return _judge(day, version, units, world, loaded, served, sim_world)
+    return _judge(day, version, units, world, loaded, served, sim_world, traffic)
 
 
 def _judge(
@@ -183,6 +191,7 @@ def _judge(
     loaded: LoadedVersion,
     served: ServedAs,
     simulator: World,
+    traffic: np.ndarray,
 ) -> ServedParity:
     market = logged_market(units, world)
     market.comp_ratio_given = (units["competitor_price"] / units["base_price"]).to_numpy(float)
@@ -199,7 +208,9 @@ def _judge(
     k, t = market.sku, market.t
     simulated = sum(
         probs[:, a]
-        * expected_step_reward(q, k, t, market.inventory, market.level, levels[:, a], market.comp)
+        * expected_step_reward(
+            q, k, t, market.inventory, market.level, levels[:, a], market.comp, traffic
+        )
         for a in range(p.A)
     )
     # the served probability of the logged action (guardrails may turn several into one price)

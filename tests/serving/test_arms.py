@@ -110,3 +110,12 @@ def test_the_effect_is_judged_on_units_not_visitors() -> None:
     v = _visits(4, 50, 0.0, 1)
     v.loc[v["arm"] == "treatment", "washout"] = True
     assert effect(v, "switchback") is None  # treatment only in washout: nothing to compare
+
+
+def test_a_treatment_that_sells_nothing_is_a_certain_loss_and_one_unit_has_no_interval() -> None:
+    v = _visits(6, 50, 0.0, 3)
+    v.loc[v["arm"] == "treatment", "bought"] = 0.0
+    loss = effect(v, "sku", "bought")
+    assert loss is not None and loss["effect"] == -1.0 and loss["p_lower"] == 0.0
+    one = effect(_visits(1, 50, 0.2, 3), "switchback")
+    assert one is not None and one["ci95"] is None and one["p_lower"] is None

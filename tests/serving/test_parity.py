@@ -83,9 +83,10 @@ def test_the_served_champion_earns_what_its_evaluation_says(env: Env, tmp_path: 
 def test_the_nightly_parity_alarm_catches_a_service_whose_clock_is_an_hour_off(
     env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two services price two days of the bundled world with its exact plan as the champion:
-    one on the season clock the pipeline keeps, one whose seasons start an hour late. The
-    night's served-parity check is silent on the first (every unexplored decision is the
+    """Three services price two days of the bundled world with its exact plan as the champion:
+    one on the season clock the pipeline keeps, one whose seasons start an hour late, one that
+    gives the champion half the visitors. The night's served-parity check is silent on the
+    first and the third (every unexplored decision is the
     champion's own in its state, and it earns what the simulator expects) and raises its alarm
     on the second. Judged in a simulator whose traffic is a third too thin, the first service's
     earnings are well above that world's expectation (two days of six SKUs are too few for that
@@ -110,6 +111,8 @@ def test_the_nightly_parity_alarm_catches_a_service_whose_clock_is_an_hour_off(
     runs = {
         "right": {"PRICING_SERVE_TREATMENT_SHARE": "1.0"},
         "late": {"PRICING_SERVE_TREATMENT_SHARE": "1.0", "PRICING_SERVE_SEASON_START": late},
+        # half the visitors, the other half the rule's on the same shelf (the visitor design)
+        "half": {"PRICING_SERVE_TREATMENT_SHARE": "0.5"},
     }
     served_replays(env.settings, world, runs, 1, seed=5, say=lambda m: None, days=2, keep=tmp_path)
     day = ANCHOR + dt.timedelta(days=1)
@@ -129,5 +132,10 @@ def test_the_nightly_parity_alarm_catches_a_service_whose_clock_is_an_hour_off(
     assert right.mismatches == 0 and not right.alarm, right.summary
     assert late.judged and late.alarm and late.mismatches > 0, late.summary
     assert "not the champion's own" in " ".join(late.reasons)
+    # sharing each SKU's visitors (and its averages) with the rule is no alarm: the champion is
+    # judged on the state the service kept, and on its arm's share of the traffic
+    half = verdict("half", world)
+    assert half.judged and half.mismatches == 0 and not half.alarm, half.summary
+    assert half.gap_ci95 is not None and half.gap_ci95[0] < 0 < half.gap_ci95[1], half.summary
     thin = verdict("right", _thinner(world))
     assert thin.mismatches == 0 and thin.gap > 0.15 and thin.gap_ci95[0] > 0, thin.summary
