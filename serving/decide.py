@@ -142,14 +142,30 @@ class Pricer:
         self._cache: dict[tuple[str, int], dict[str, Decision]] = {}
         self.guardrails = serve.guardrails
         self.arms = Arms(serve.experiment, serve.salt, block_periods=1, washout_periods=0)
+        self._blocks()  # a switchback whose washout fills its blocks is refused at start
+
+    def _blocks(self) -> None:
+        """The switchback's block and washout in decision periods of the live clock."""
+        clock, hours = self.live.clock, self.serve.switchback_hours
+        if hours and hours % clock.step_hours:
+            raise ValueError(
+                f"PRICING_SERVE_SWITCHBACK_HOURS={hours} is not a whole number of the world's "
+                f"{clock.step_hours}-hour decision periods; set a multiple of {clock.step_hours}"
+            )
+        self.arms.block_periods = hours // clock.step_hours if hours else clock.steps
+        self.arms.washout_periods = -(-self.serve.washout_hours // clock.step_hours)
+        if self.arms.washout_periods >= self.arms.block_periods:
+            raise ValueError(
+                f"PRICING_SERVE_WASHOUT_HOURS={self.serve.washout_hours} leaves nothing of a "
+                f"switchback block of {self.arms.block_periods * clock.step_hours} hours "
+                f"({clock.step_hours}-hour periods); set it below the block"
+            )
 
     # -- arms and exploration ------------------------------------------------------------------
     def assign(self, customer_id: str, ts: dt.datetime, skus: list[str]) -> list[Assignment]:
         """Each SKU's arm for this customer now (`serving.arms`: the experiment's design)."""
         clock = self.live.clock
-        hours = self.serve.switchback_hours
-        self.arms.block_periods = max(1, hours // clock.step_hours) if hours else clock.steps
-        self.arms.washout_periods = -(-self.serve.washout_hours // clock.step_hours)
+        self._blocks()  # the live world may have been reloaded with another clock
         return self.arms.assign(
             self.knobs.treatment_share,
             customer_id,

@@ -3,10 +3,12 @@ simulator's observation bit for bit."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from serving.config import ServeSettings
 from serving.decide import Batch, Pricer
@@ -68,3 +70,21 @@ def test_the_service_observes_what_the_simulator_does(env: Env, tmp_path: Path) 
         ]
     assert checked == params.T
     assert len({d.level for d in decisions}) >= 1
+
+
+def test_a_switchback_is_set_in_whole_periods_and_its_washout_leaves_some_block(
+    env: Env, tmp_path: Path
+) -> None:
+    serve = ServeSettings(experiment="switchback", switchback_hours=8, washout_hours=5)
+    live = build_world(env.settings, serve, env.lake, None)
+    pricer = Pricer(serve, Store(tmp_path / "state.sqlite"), live)
+    live.clock = dataclasses.replace(live.clock, step_hours=4)  # a world of 4-hour periods
+    # 8 hours are two periods; 5 hours of washout round up to two: nothing left of a block
+    with pytest.raises(ValueError, match="PRICING_SERVE_WASHOUT_HOURS=5 leaves nothing"):
+        pricer._blocks()
+    pricer.serve = serve.model_copy(update={"switchback_hours": 6, "washout_hours": 0})
+    with pytest.raises(ValueError, match="not a whole number of the world's 4-hour"):
+        pricer._blocks()
+    pricer.serve = serve.model_copy(update={"switchback_hours": 12, "washout_hours": 4})
+    pricer._blocks()
+    assert (pricer.arms.block_periods, pricer.arms.washout_periods) == (3, 1)
