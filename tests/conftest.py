@@ -179,33 +179,3 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         line = f"{r['fault']} | {r['injected']} | {survived} | {r['lost']} | {r['sees']}"
         terminalreporter.write_line(line)
 
-
-# ---------------------------------------------------------------------------------------------
-# the order files start in. `make test` runs whole files per worker (--dist loadfile) in the
-# order given here (--no-loadscope-reorder): the longest first, so that no long file starts
-# while the other workers are about to run out of work (longest-processing-time-first). Seconds
-# measured on 2 cores with two workers (pytest --durations); a file not listed is short and
-# keeps its place after these.
-# ---------------------------------------------------------------------------------------------
-LONGEST_FILES = {
-    "tests/integration/test_production_stack.py": 300,
-    "tests/test_cluster_night.py": 186,
-    "tests/test_real_data.py": 178,
-    "tests/browser/test_airflow_ui.py": 176,
-    "tests/test_readme.py": 138,
-    "tests/serving/test_parity.py": 111,
-    "tests/faults/test_object_store_faults.py": 106,
-    "tests/test_nightly.py": 80,
-    "tests/faults/test_tracking_faults.py": 72,
-    "tests/serving/test_replay.py": 52,
-    "tests/faults/test_killed_training.py": 46,
-    "tests/test_security.py": 43,
-    "tests/dags/test_nightly_dag.py": 42,
-    "tests/faults/test_disk_full.py": 39,
-    "tests/test_nightly_variants.py": 38,
-    "tests/serving/test_schema.py": 32,
-}
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: -LONGEST_FILES.get(item.nodeid.split("::")[0], 0))  # stable

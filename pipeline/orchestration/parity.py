@@ -21,7 +21,7 @@ import os
 import secrets
 import shutil
 import socket
-import subprocess
+import subprocess  # nosec B404 (the services it starts: `pricing serve`, no shell)
 import sys
 import tempfile
 import threading
