@@ -178,4 +178,3 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         survived = "yes" if r["survived"] else "NO"
         line = f"{r['fault']} | {r['injected']} | {survived} | {r['lost']} | {r['sees']}"
         terminalreporter.write_line(line)
-
