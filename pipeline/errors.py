@@ -12,7 +12,7 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Exit codes of every `pricing` command (the README lists them)."""
+    """Exit codes of every `pricing` command (docs/cli.md lists them)."""
 
     OK = 0
     BAD_INPUT = 1  # bad data, file, option or setting: the message names it and the fix

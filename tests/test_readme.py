@@ -1,7 +1,8 @@
-"""The README's command-line section runs top to bottom as written, on a tiny world.
+"""The command-line guide (docs/cli.md, linked from the README) runs top to bottom as written,
+on a tiny world.
 
 Each command of the section's first ``bash`` block runs in a fresh shell in an empty folder, as
-a new user would paste it. What differs from the README is only the size of the work: after
+a new user would paste it. What differs from the guide is only the size of the work: after
 `pricing world --default > my-world.json` the file is replaced by the tests' tiny world (two
 SKUs, two days), the training and evaluation sizes in the commands are cut (``SIZES``), and the
 night's budgets come from the environment (``NIGHT``), as any deployment would set them.
@@ -22,7 +23,7 @@ import pytest
 from tests.conftest import tiny_world_dict
 
 REPO = Path(__file__).resolve().parents[1]
-README = REPO / "README.md"
+GUIDE = REPO / "docs" / "cli.md"  # "The command line", linked from the README
 BIN = Path(sys.executable).parent
 
 SIZES = {
@@ -46,9 +47,8 @@ ALLOWED = {"pricing monitor": {0, 2}}  # 2: drift found, as the README says
 
 
 def command_line_section(text: str) -> list[str]:
-    """The commands of the first ``bash`` block under "## The command line", continuation
-    lines joined."""
-    section = text.split("\n## The command line", 1)[1].split("\n## ", 1)[0]
+    """The commands of the guide's first ``bash`` block, continuation lines joined."""
+    section = text.split("\n## ", 1)[0]
     block = re.search(r"```bash\n(.*?)```", section, re.S)
     assert block, "no bash block in the command-line section"
     commands: list[str] = []
@@ -66,12 +66,12 @@ def command_line_section(text: str) -> list[str]:
 
 
 def test_the_section_is_what_this_test_runs() -> None:
-    commands = command_line_section(README.read_text())
+    commands = command_line_section(GUIDE.read_text())
     assert commands[0].startswith("pricing world --default > my-world.json")
     names = {c.split()[1] for c in commands}
     assert {"world", "history", "train", "evaluate", "nightly", "monitor", "ingest"} <= names
     for size in SIZES:
-        assert any(size in c for c in commands), f"{size!r} is no longer in the README"
+        assert any(size in c for c in commands), f"{size!r} is no longer in the guide"
 
 
 @pytest.mark.integration
@@ -85,7 +85,7 @@ def test_the_readme_command_line_runs_top_to_bottom(tmp_path: Path) -> None:
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     (tmp_path / "examples").symlink_to(REPO / "examples")
     outputs = {}
-    for command in command_line_section(README.read_text()):
+    for command in command_line_section(GUIDE.read_text()):
         for written, run in SIZES.items():
             command = command.replace(written, run)
         started = time.monotonic()
